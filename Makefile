@@ -1,0 +1,29 @@
+# lsnoise: `make reproduce` runs the main job, `make test` the tests. Every target creates .venv on first use
+# (pip install -e ".[dev]" and the `lsnoise` Jupyter kernel) and reuses it afterwards.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: reproduce test bench readme venv
+
+$(STAMP): settings.ini setup.py
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name lsnoise --display-name "Python (lsnoise)"
+	@touch $@
+
+venv: $(STAMP)
+
+reproduce: $(STAMP)
+	$(BIN)/lsnoise reproduce
+
+test: $(STAMP)
+	$(BIN)/nbdev_test
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/lsnoise bench --json runs/bench.json
+
+readme: $(STAMP)
+	$(BIN)/lsnoise readme
