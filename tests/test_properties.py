@@ -164,18 +164,28 @@ def test_forward_ce_matches_numpy_oracle(shape, kind, rho):
     assert np.array_equal(finite, np.isfinite(ours))
     assert np.allclose(ours[finite], ref[finite], rtol=1e-7, atol=1e-7)
 
-@given(st.integers(0, 10**6), st.integers(2, 30), st.sampled_from(['uniform', 'flip', 'pairflip', 'random']), st.floats(0.01, 0.99))
+def holes_T(seed, L, rho):
+    "A dense T (more than L/4 non-zeros per column) with zeros in it: exercises the dense path's log-space fallback."
+    rng = np.random.default_rng(seed)
+    T = random_T(rng, L, 1 - rho) * (rng.random((L, L)) > 0.3)
+    np.fill_diagonal(T, 1 - rho)
+    return T / T.sum(1, keepdims=True)
+
+@given(st.integers(0, 10**6), st.integers(2, 30), st.sampled_from(['uniform', 'flip', 'pairflip', 'random', 'holes']), st.floats(0.01, 0.99))
 def test_forward_ce_finite_and_bounded_for_huge_logits(seed, L, kind, rho):
     "Logits of magnitude 1e4: FC is finite; where every class can reach y, it is bounded above by -log(min_i T[i, y])."
     x, y = batch(seed, 64, L, 1.0)
     x = torch.sign(x) * 1e4 * (torch.rand(x.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) > 0.5)
-    T = random_T(np.random.default_rng(seed), L, 1 - rho) if kind == 'random' else transition_matrix(kind, L, rho)
+    T = {'random': lambda: random_T(np.random.default_rng(seed), L, 1 - rho), 'holes': lambda: holes_T(seed, L, rho)}.get(
+        kind, lambda: transition_matrix(kind, L, rho))()
     for dtype in (torch.float32, torch.float64):
         xx = x.to(dtype).requires_grad_()
         loss = forward_ce(xx, y, T, 'none')
         assert torch.isfinite(loss).all()
         loss.sum().backward()
         assert torch.isfinite(xx.grad).all()
+        exact = forward_ce(xx.detach().double(), y, T, 'none')   # float64 log-space value of the same loss
+        assert torch.allclose(loss.double(), exact, rtol=1e-5, atol=1e-3)
         bound = torch.tensor([-np.log(T[:, t].min()) if (T[:, t] > 0).all() else np.inf for t in y.tolist()], dtype=torch.float64)
         assert (loss.double() <= bound + 1e-4).all()
 
