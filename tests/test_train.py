@@ -1,0 +1,138 @@
+"Training end to end: the command line, identical records, kill-and-resume, CIFAR through torchvision on a tiny archive, missing data."
+import hashlib, io, json, os, pickle, signal, subprocess, sys, tarfile, time
+from pathlib import Path
+import numpy as np
+import pytest
+import torch
+import torchvision
+from lsnoise.data import load_clean, make_noisy_data, DatasetNotFound
+from lsnoise.train import TrainConfig, train
+
+LSNOISE = str(Path(sys.executable).parent / 'lsnoise')
+METRICS = ['test/acc', 'test/nll', 'test/ece', 'test/mean_max_prob', 'test/logit_norm', 'test/logit_gap', 'val/acc', 'val/nll',
+           'train/loss', 'train/acc_noisy', 'train/acc_true_kept', 'train/acc_true_corrupted', 'train/memorised']
+
+def cli(*args, **kw):
+    return subprocess.run([LSNOISE, *args], capture_output=True, text=True, timeout=600, env={**os.environ, 'CI': 'true'}, **kw)
+
+def test_cli_train_digits_under_a_minute(tmp_path):
+    t = time.time()
+    r = cli('train', '--dataset', 'digits', '--noise', 'uniform', '--rho', '0.4', '--method', 'ls', '--alpha', '0.4',
+            '--seed', '0', '--out', str(tmp_path))
+    wall = time.time() - t
+    assert r.returncode == 0, r.stderr
+    assert wall < 60
+    run, m = json.loads((tmp_path / 'run.json').read_text()), json.loads((tmp_path / 'metrics.json').read_text())
+    assert run['status'] == 'done' and run['config']['alpha'] == 0.4 and run['config']['epochs'] == 60
+    assert 0.3 < run['noise']['realised_flip_rate'] < 0.42 and run['environment']['torch'] == torch.__version__
+    for summary in ('final', 'best'):
+        for k in METRICS: assert m[summary][k] is not None and np.isfinite(m[summary][k]), (summary, k)
+    assert len(m['epochs']) == 60 and m['best_epoch'] == m['best']['epoch']
+    assert m['best']['val/acc'] == max(e['val/acc'] for e in m['epochs'])
+    assert len(m['test_reliability']['count']) == 15 and sum(m['test_reliability']['count']) == 500
+    assert run['run_id'] in r.stdout
+
+def test_cli_bad_input_is_one_line(tmp_path):
+    for args, msg in [(['--dataset', 'mnist'], 'dataset must be one of'), (['--method', 'ls', '--alpha', '1.5'], 'alpha must be in'),
+                      (['--rho', '2'], 'rho must be in [0, 1]'), (['--tau-wrong', '1'], 'unrecognized arguments'),
+                      (['--method', 'bc', '--alpha', '1.0'], 'alpha must be in [0, 1)')]:
+        r = cli('train', *args, '--out', str(tmp_path / 'x'))
+        assert r.returncode == 2 and msg in r.stderr and 'Traceback' not in r.stderr, (args, r.stderr)
+
+def test_same_seed_identical_records(tmp_path):
+    cfg = TrainConfig(rho=0.2, method='fc', alpha=0.2, epochs=8, device='cpu')
+    train(cfg, tmp_path / 'a', progress=False); train(cfg, tmp_path / 'b', progress=False)
+    assert (tmp_path / 'a' / 'metrics.json').read_bytes() == (tmp_path / 'b' / 'metrics.json').read_bytes()
+
+def test_killed_run_resumes_to_the_same_record(tmp_path):
+    args = ['train', '--model', 'cnn', '--rho', '0.4', '--method', 'ls', '--alpha', '0.5', '--epochs', '40', '--seed', '3']
+    p = subprocess.Popen([LSNOISE, *args, '--out', str(tmp_path / 'killed')], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         env={**os.environ, 'CI': 'true'})
+    ckpt = tmp_path / 'killed' / 'checkpoint.pt'
+    deadline = time.time() + 120
+    while not ckpt.exists() and p.poll() is None and time.time() < deadline: time.sleep(0.02)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGKILL); p.wait()
+    assert not (tmp_path / 'killed' / 'run.json').exists(), "the run finished before it could be killed"
+    saved = torch.load(ckpt, weights_only=False)['state']['epoch']
+    assert 0 < saved < 40
+    r = cli(*args, '--out', str(tmp_path / 'killed'))
+    assert r.returncode == 0, r.stderr
+    run = json.loads((tmp_path / 'killed' / 'run.json').read_text())
+    assert run['resumed_from_epoch'] >= saved and run['status'] == 'done'
+    assert not ckpt.exists() and not list((tmp_path / 'killed').glob('*.tmp'))
+    r = cli(*args, '--out', str(tmp_path / 'whole'))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / 'killed' / 'metrics.json').read_bytes() == (tmp_path / 'whole' / 'metrics.json').read_bytes()
+
+# ------------------------------------------------------------------ CIFAR on a tiny archive in the real format
+
+def _md5(p): return hashlib.md5(Path(p).read_bytes()).hexdigest()
+
+def make_tiny_cifar(root:Path, name:str, n_per_batch:int=24, n_test:int=30, seed:int=0):
+    "Write a tiny CIFAR archive (.tar.gz of pickled batches, exactly torchvision's format); return its md5 table."
+    rng = np.random.default_rng(seed)
+    L, label_key = (10, 'labels') if name == 'cifar10' else (100, 'fine_labels')
+    folder = 'cifar-10-batches-py' if name == 'cifar10' else 'cifar-100-python'
+    files = ([f'data_batch_{i}' for i in range(1, 6)], ['test_batch'], 'batches.meta') if name == 'cifar10' else (['train'], ['test'], 'meta')
+    build = root / 'build' / folder
+    build.mkdir(parents=True)
+    def batch(n):
+        y = rng.integers(0, L, n)
+        x = (rng.integers(0, 64, (n, 3072)) + (y[:, None] * 19 % 192)).astype(np.uint8)   # class-dependent brightness
+        d = {'data': x, label_key: y.tolist(), 'filenames': [f'{i}.png' for i in range(n)]}
+        if name == 'cifar100': d['coarse_labels'] = (y // 5).tolist()
+        return d
+    for f in files[0]: pickle.dump(batch(n_per_batch * (5 if name == 'cifar100' else 1)), open(build / f, 'wb'))
+    for f in files[1]: pickle.dump(batch(n_test), open(build / f, 'wb'))
+    meta = {'label_names': [f'c{i}' for i in range(10)]} if name == 'cifar10' else {'fine_label_names': [f'c{i}' for i in range(100)], 'coarse_label_names': [f's{i}' for i in range(20)]}
+    pickle.dump(meta, open(build / files[2], 'wb'))
+    archive = root / ('cifar-10-python.tar.gz' if name == 'cifar10' else 'cifar-100-python.tar.gz')
+    with tarfile.open(archive, 'w:gz') as tar: tar.add(build, arcname=folder)
+    return {'tgz_md5': _md5(archive), 'train_list': [[f, _md5(build / f)] for f in files[0]],
+            'test_list': [[f, _md5(build / f)] for f in files[1]], 'meta_md5': _md5(build / files[2])}
+
+@pytest.fixture(params=['cifar10', 'cifar100'])
+def tiny_cifar(request, tmp_path, monkeypatch):
+    name = request.param
+    root = tmp_path / 'data'
+    md5 = make_tiny_cifar(root, name)
+    cls = torchvision.datasets.CIFAR10 if name == 'cifar10' else torchvision.datasets.CIFAR100
+    monkeypatch.setattr(cls, 'tgz_md5', md5['tgz_md5'])
+    monkeypatch.setattr(cls, 'train_list', md5['train_list'])
+    monkeypatch.setattr(cls, 'test_list', md5['test_list'])
+    monkeypatch.setattr(cls, 'meta', {**cls.meta, 'md5': md5['meta_md5']})
+    def no_network(*a, **k): raise AssertionError('the tiny archive is on disk: nothing may be downloaded')
+    monkeypatch.setattr(torchvision.datasets.utils, 'urlopen', no_network, raising=False)
+    return name, root
+
+def test_cifar_loads_through_torchvision_and_trains(tiny_cifar):
+    name, root = tiny_cifar
+    clean = load_clean(name, root=root, download=True)        # extracts the archive with torchvision's own code
+    assert clean.x_train.shape == (120, 3, 32, 32) and clean.x_train.dtype == np.uint8 and clean.image
+    assert clean.num_classes == (10 if name == 'cifar10' else 100)
+    data = make_noisy_data(name, 'cifar10' if name == 'cifar10' else 'cifar100', 0.4, seed=0, root=root)
+    assert data.x_train.dtype == torch.uint8 and data.noise['realised_flip_rate'] > 0
+    rec = train(TrainConfig(dataset=name, model='resnet20', noise='uniform', rho=0.2, method='fc', alpha=0.2, steps=6,
+                            batch_size=16, data_root=str(root), device='cpu'), progress=False)
+    assert rec['run']['status'] == 'done' and rec['run']['config']['recipe'] == 'paper-cifar'
+    assert rec['run']['schedule']['steps'] == 6 and rec['metrics']['final']['step'] == 6
+    assert np.isfinite(rec['metrics']['final']['test/nll'])
+
+def test_missing_data_says_where_and_how(tmp_path, monkeypatch):
+    with pytest.raises(DatasetNotFound) as e: load_clean('cifar10', root=tmp_path / 'empty', download=False)
+    msg = str(e.value)
+    assert str(tmp_path / 'empty') in msg and 'download=True' in msg and 'LSNOISE_DATA' in msg
+    def offline(self, *a, **k): raise OSError('network is unreachable')
+    monkeypatch.setattr(torchvision.datasets.CIFAR100, 'download', offline)
+    with pytest.raises(DatasetNotFound) as e: load_clean('cifar100', root=tmp_path / 'empty', download=True)
+    assert 'could not be downloaded' in str(e.value) and 'network is unreachable' in str(e.value)
+
+def test_mnist1d_generated_offline_and_cached(tmp_path):
+    state = np.random.get_state()[1].copy()
+    d = load_clean('mnist1d', root=tmp_path)
+    assert d.x_train.shape == (4000, 1, 40) and d.x_test.shape == (1000, 1, 40) and set(np.unique(d.y_train)) == set(range(10))
+    assert (tmp_path / 'mnist1d.npz').exists()
+    assert np.array_equal(np.random.get_state()[1], state)        # the generator's global reseeding is undone
+    again = load_clean('mnist1d', root=tmp_path)                 # from the cache
+    assert np.array_equal(again.x_train, d.x_train) and np.array_equal(again.y_test, d.y_test)
