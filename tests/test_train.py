@@ -136,3 +136,26 @@ def test_mnist1d_generated_offline_and_cached(tmp_path):
     assert np.array_equal(np.random.get_state()[1], state)        # the generator's global reseeding is undone
     again = load_clean('mnist1d', root=tmp_path)                 # from the cache
     assert np.array_equal(again.x_train, d.x_train) and np.array_equal(again.y_test, d.y_test)
+
+def test_killed_group_resumes_to_the_same_records(tmp_path):
+    "A group of runs killed mid-training and restarted ends with the records of an uninterrupted group."
+    code = ("import sys; from pathlib import Path; from lsnoise.bench import cpu_default_configs; from lsnoise.batched import train_group; "
+            "d = Path(sys.argv[1]); cfgs = cpu_default_configs(12, 40); "
+            "train_group(cfgs, [d / str(i) for i in range(12)], progress=False, checkpoint=d / 'group.pt')")
+    run = lambda d: subprocess.Popen([sys.executable, '-c', code, str(d)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = run(tmp_path / 'killed')
+    ckpt = tmp_path / 'killed' / 'group.pt'
+    deadline = time.time() + 120
+    while not ckpt.exists() and p.poll() is None and time.time() < deadline: time.sleep(0.02)
+    time.sleep(0.3)
+    p.send_signal(signal.SIGKILL); p.wait()
+    assert not list((tmp_path / 'killed').glob('*/run.json')), "the group finished before it could be killed"
+    assert 0 < torch.load(ckpt, weights_only=False)['state']['epoch'] < 40
+    for d in (tmp_path / 'killed', tmp_path / 'whole'):
+        q = run(d); _, err = q.communicate(timeout=600)
+        assert q.returncode == 0, err.decode()[-3000:]
+    assert not ckpt.exists()
+    for i in range(12):
+        a, b = (tmp_path / 'killed' / str(i) / 'metrics.json').read_bytes(), (tmp_path / 'whole' / str(i) / 'metrics.json').read_bytes()
+        assert a == b, f"run {i} differs after resuming"
+    assert json.loads((tmp_path / 'killed' / '0' / 'run.json').read_text())['resumed_from_epoch'] > 0
