@@ -1,0 +1,167 @@
+"The experiment layer: templates through papermill, grid validation, the local and Ray backends, kill -9 and rerun, collect."
+import json, os, shutil, signal, socket, subprocess, sys, time
+from pathlib import Path
+import pandas as pd
+import pytest
+from lsnoise.cli import execute_notebook
+from lsnoise.results import COLUMNS
+
+BIN = Path(sys.executable).parent
+LSNOISE = str(BIN / 'lsnoise')
+ENV = {**os.environ, 'CI': 'true', 'RAY_USAGE_STATS_ENABLED': '0'}
+
+def cli(*args, cwd=None, timeout=900):
+    return subprocess.run([LSNOISE, *args], capture_output=True, text=True, timeout=timeout, env=ENV, cwd=cwd)
+
+def write_grid(path, root, **spec):
+    spec.setdefault('template', str(root / 'nbs' / 'experiments' / 'train_noisy.ipynb'))
+    import yaml
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+def test_templates_run_through_papermill(root, tmp_path):
+    exp = root / 'nbs' / 'experiments'
+    execute_notebook(exp / 'train_noisy.ipynb', tmp_path / 't.ipynb', cwd=exp,
+                     parameters={'rho': 0.4, 'method': 'fc', 'alpha': 0.3, 'epochs': 2, 'device': 'cpu', 'out_dir': str(tmp_path / 'train')})
+    run = json.loads((tmp_path / 'train' / 'run.json').read_text())
+    assert run['status'] == 'done' and run['config']['method'] == 'fc' and run['config']['epochs'] == 2
+    execute_notebook(exp / 'distill_noisy.ipynb', tmp_path / 'd.ipynb', cwd=exp,
+                     parameters={'rho': 0.4, 'teacher_alpha': 0.5, 'tau': 2.0, 'epochs': 2, 'device': 'cpu', 'out_dir': str(tmp_path / 'student')})
+    student = json.loads((tmp_path / 'student' / 'run.json').read_text())
+    teacher = json.loads((tmp_path / 'student' / 'teacher' / 'run.json').read_text())
+    assert student['teacher']['run_id'] == teacher['run_id'] and teacher['students'] == [student['run_id']]
+    nb = json.loads((tmp_path / 'd.ipynb').read_text())
+    assert any('injected-parameters' in c['metadata'].get('tags', []) for c in nb['cells'])   # papermill found the tag
+
+def test_templates_keep_their_parameters_tag(root):
+    for nb in (root / 'nbs' / 'experiments').glob('*.ipynb'):
+        cells = json.loads(nb.read_text())['cells']
+        tagged = [c for c in cells if 'parameters' in c['metadata'].get('tags', [])]
+        assert len(tagged) == 1 and tagged[0] is [c for c in cells if c['cell_type'] == 'code'][0], f"{nb.name}: the first code cell must be the one tagged 'parameters'"
+
+def test_help_notebook_lists_parameters(root):
+    r = subprocess.run([str(BIN / 'papermill'), '--help-notebook', str(root / 'nbs' / 'experiments' / 'train_noisy.ipynb')],
+                       capture_output=True, text=True, env=ENV)
+    assert r.returncode == 0 and 'rho: float (default 0.4)' in r.stdout and 'runs_json' in r.stdout
+
+def test_smoke_sweep_then_collect(root, tmp_path):
+    r = cli('sweep', str(root / 'experiments' / 'smoke.yaml'), '--workers', '2', '--runs-dir', str(tmp_path / 'runs'))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert 'done 12, failed 0, pending 0' in r.stdout and 'ETA' in r.stdout
+    r = cli('status', str(root / 'experiments' / 'smoke.yaml'), '--runs-dir', str(tmp_path / 'runs'))
+    assert 'done 12, failed 0, pending 0' in r.stdout
+    r = cli('collect', str(root / 'experiments' / 'smoke.yaml'), '--runs-dir', str(tmp_path / 'runs'), '--results-dir', str(tmp_path / 'results'))
+    assert r.returncode == 0, r.stderr
+    df = pd.read_csv(tmp_path / 'results' / 'smoke.csv')
+    for c in ('run_id', 'grid', 'dataset', 'model', 'noise', 'rho', 'method', 'alpha', 'tau', 'teacher_alpha', 'seed', 'epoch', 'split', 'metric', 'value'):
+        assert c in df.columns
+    assert df.run_id.nunique() == 12 and set(df.epoch.astype(str)) >= {'final', 'best', '1', '3'}
+    meta = json.loads((tmp_path / 'results' / 'smoke.meta.json').read_text())
+    assert meta['counts'] == {'done': 12, 'failed': 0, 'pending': 0, 'corrupt': 0} and meta['grid']['name'] == 'smoke'
+    assert meta['environment']['torch'] and meta['date']
+    again = cli('sweep', str(root / 'experiments' / 'smoke.yaml'), '--runs-dir', str(tmp_path / 'runs'))
+    assert 'to run: 0 runs' in again.stdout                                          # finished work is not redone
+
+def _snapshot(runs):
+    "run id -> metrics.json bytes, and the set of files in every run folder."
+    out = {}
+    for d in sorted(p for p in runs.iterdir() if p.is_dir() and not p.name.startswith('_')):
+        out[d.name] = ((d / 'metrics.json').read_bytes(), sorted(f.name for f in d.iterdir()))
+    return out
+
+def test_kill_minus_9_then_rerun_finishes_exactly_once(root, tmp_path):
+    grid = write_grid(tmp_path / 'killme.yaml', root, name='killme', base={'epochs': 25, 'device': 'cpu'},
+                      grid={'rho': [0.0, 0.4], 'seed': [0, 1, 2]}, cases=[{'method': ['ce'], 'alpha': [0.0]}, {'method': ['ls'], 'alpha': [0.5]}])
+    runs = tmp_path / 'runs' / 'killme'
+    p = subprocess.Popen([LSNOISE, 'sweep', str(grid), '--workers', '2', '--runs-dir', str(tmp_path / 'runs')],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    deadline = time.time() + 300
+    while time.time() < deadline and p.poll() is None and not list(runs.glob('*/run.json')): time.sleep(0.05)
+    p.send_signal(signal.SIGKILL); p.wait()
+    time.sleep(2)                                                      # workers and kernels die with the runner
+    done_before = len(list(runs.glob('*/run.json')))
+    assert done_before < 12, "the sweep finished before it could be killed"
+    r = cli('sweep', str(grid), '--workers', '2', '--runs-dir', str(tmp_path / 'runs'))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert 'done 12, failed 0, pending 0' in r.stdout
+    killed = _snapshot(runs)
+    assert len(killed) == 12 and all(files == ['metrics.json', 'notebook.ipynb', 'run.json'] for _, files in killed.values())
+    assert not [p for p in runs.rglob('*') if p.name.endswith('.tmp') or p.suffix == '.pt']   # nothing half-written, no checkpoints
+    r = cli('sweep', str(grid), '--workers', '1', '--runs-dir', str(tmp_path / 'whole'))
+    assert r.returncode == 0, r.stdout + r.stderr
+    whole = _snapshot(tmp_path / 'whole' / 'killme')
+    assert {k: v[0] for k, v in killed.items()} == {k: v[0] for k, v in whole.items()}   # identical records: each run done once, fully
+
+def test_a_failing_run_is_recorded_and_retried(root, tmp_path):
+    blocker = tmp_path / 'data'
+    blocker.write_text('a file where the data directory should be')
+    grid = write_grid(tmp_path / 'failing.yaml', root, name='failing', base={'epochs': 2, 'device': 'cpu', 'method': 'ce', 'alpha': 0.0},
+                      grid={'dataset': ['digits', 'mnist1d'], 'seed': [0]}, cases=[{'data_root': [str(blocker)]}])
+    r = cli('sweep', str(grid), '--runs-dir', str(tmp_path / 'runs'))
+    assert r.returncode == 1 and 'done 1, failed 1, pending 0' in r.stdout
+    failed = [json.loads(p.read_text()) for p in (tmp_path / 'runs' / 'failing').glob('*/run.json') if json.loads(p.read_text())['status'] == 'failed']
+    assert len(failed) == 1 and failed[0]['error'] and failed[0]['traceback']
+    nb = (tmp_path / 'runs' / 'failing' / failed[0]['run_id'] / 'notebook.ipynb')
+    assert nb.exists()
+    r = cli('sweep', str(grid), '--runs-dir', str(tmp_path / 'runs'))
+    assert 'to run: 0 runs' in r.stdout                                  # not retried unless asked
+    blocker.unlink(); blocker.mkdir()
+    r = cli('sweep', str(grid), '--retry-failed', '--runs-dir', str(tmp_path / 'runs'))
+    assert r.returncode == 0 and 'done 2, failed 0, pending 0' in r.stdout, r.stdout + r.stderr
+
+@pytest.mark.parametrize('spec,msg', [
+    ({'grid': {'rho': [0.1]}, 'colour': 'red'}, "unknown key 'colour'"),
+    ({'grid': {'learning_rate': [0.1]}}, "grid.learning_rate: the template train_noisy.ipynb declares no parameter 'learning_rate'"),
+    ({'grid': {'rho': []}}, "grid.rho: must be a non-empty list"),
+    ({'grid': {'rho': ['high']}}, "grid.rho: 'high' is a str, but the template declares float"),
+    ({'base': {'epochs': 2.5}, 'grid': {'rho': [0.1]}}, "base.epochs: 2.5 is a float, but the template declares int"),
+    ({'template': 'nowhere.ipynb', 'grid': {'rho': [0.1]}}, "template: file not found: nowhere.ipynb"),
+    ({'grid': {'rho': [0.1]}, 'cases': [{'method': ['ce'], 'alpha': [0.5]}]}, "alpha must be 0 for method='ce'"),
+    ({'grid': {'out_dir': ['x']}}, "grid.out_dir: set by the runner"),
+])
+def test_bad_grid_is_one_line_before_anything_runs(root, tmp_path, spec, msg):
+    grid = write_grid(tmp_path / 'bad.yaml', root, **spec)
+    r = cli('sweep', str(grid), '--runs-dir', str(tmp_path / 'runs'))
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(grid) in lines[0] and msg in lines[0], r.stderr
+    assert not (tmp_path / 'runs').exists()
+
+def test_empty_grid(root, tmp_path):
+    grid = tmp_path / 'empty.yaml'
+    grid.write_text(f"template: {root / 'nbs' / 'experiments' / 'train_noisy.ipynb'}\ncases: []\n")
+    r = cli('sweep', str(grid), '--runs-dir', str(tmp_path / 'runs'))
+    assert r.returncode == 2 and 'the grid is empty' in r.stderr
+    grid.write_text(f"template: {root / 'nbs' / 'experiments' / 'train_noisy.ipynb'}\nbase: {{rho: 0.1}}\n")
+    r = cli('sweep', str(grid), '--runs-dir', str(tmp_path / 'runs'))
+    assert r.returncode == 2 and 'grid: missing: the grid is empty' in r.stderr
+    assert not (tmp_path / 'runs').exists()
+
+def _free_port():
+    s = socket.socket(); s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]; s.close()
+    return port
+
+def test_ray_backend_matches_local(root, tmp_path):
+    ray = BIN / 'ray'
+    if not ray.exists(): pytest.skip('ray is not installed (pip install -e ".[dev]" installs it)')
+    port = _free_port()
+    head = ['--node-ip-address=127.0.0.1', '--num-cpus=1', '--disable-usage-stats']
+    try:
+        r = subprocess.run([str(ray), 'start', '--head', f'--port={port}', '--include-dashboard=false', *head],
+                           capture_output=True, text=True, env=ENV, timeout=120)
+        assert r.returncode == 0, r.stderr
+        r = subprocess.run([str(ray), 'start', f'--address=127.0.0.1:{port}', *head], capture_output=True, text=True, env=ENV, timeout=120)
+        assert r.returncode == 0, r.stderr
+        r = cli('sweep', str(root / 'experiments' / 'smoke.yaml'), '--backend', 'ray', '--address', f'127.0.0.1:{port}',
+                '--runs-dir', str(tmp_path / 'ray-runs'))
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        subprocess.run([str(ray), 'stop', '--force'], capture_output=True, env=ENV, timeout=120)
+    r = cli('sweep', str(root / 'experiments' / 'smoke.yaml'), '--workers', '2', '--runs-dir', str(tmp_path / 'local-runs'))
+    assert r.returncode == 0, r.stdout + r.stderr
+    tables = []
+    for which in ('ray', 'local'):
+        cli('collect', str(root / 'experiments' / 'smoke.yaml'), '--runs-dir', str(tmp_path / f'{which}-runs'), '--results-dir', str(tmp_path / which))
+        tables.append(pd.read_csv(tmp_path / which / 'smoke.csv').sort_values(['run_id', 'epoch', 'split', 'metric']).reset_index(drop=True))
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+    assert tables[0].run_id.nunique() == 12
