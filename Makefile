@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: reproduce test bench readme venv
+.PHONY: reproduce test bench docs readme venv
 
 $(STAMP): settings.ini setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/lsnoise bench --json runs/bench.json
+
+# the docs site, offline: executes the notebooks (cached in _build/), builds _site/ with sphinx-build -W
+docs: $(STAMP)
+	$(BIN)/lsnoise docs
 
 readme: $(STAMP)
 	$(BIN)/lsnoise readme
