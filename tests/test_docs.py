@@ -210,7 +210,8 @@ def test_site_in_headless_chromium(site, server, browser):
         r = page.goto(f'{server}/{name}.html')
         assert r.status == 200, f'{name}: HTTP {r.status}'
         st = page.evaluate(PAGE_STATE)
-        assert st['title'].startswith(title), f'{name}: title {st["title"]!r}, expected {title!r}'
+        want = title if name == 'index' else f'{title} - lsnoise'
+        assert st['title'] == want, f'{name}: title {st["title"]!r}, expected {want!r}'
         assert st['h1'].strip().rstrip('¶#').strip() == title, f'{name}: heading {st["h1"]!r}'
         assert st['typeset'] == st['math'], f'{name}: {st["math"] - st["typeset"]} of {st["math"]} formulas were not typeset'
         assert '$$' not in st['text'], f'{name}: raw $$ left on the page'
