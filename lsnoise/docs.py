@@ -259,8 +259,11 @@ def local_mathjax(build:Path, say=print) -> Path:
     if not npm: raise RuntimeError("mathjax: npm is not installed, so MathJax cannot be served locally (install Node.js, or pass mathjax='cdn')")
     prefix.mkdir(parents=True, exist_ok=True)
     say(f"[docs] installing mathjax@{MATHJAX_VERSION} with npm into {prefix}")
-    r = subprocess.run([npm, 'install', '--prefix', str(prefix), '--no-audit', '--no-fund', '--no-save', f'mathjax@{MATHJAX_VERSION}'],
-                       capture_output=True, text=True)
+    try:
+        r = subprocess.run([npm, 'install', '--prefix', str(prefix), '--no-audit', '--no-fund', '--no-save', '--fetch-retries=1',
+                            f'mathjax@{MATHJAX_VERSION}'], capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"mathjax: `npm install mathjax@{MATHJAX_VERSION}` did not finish in 300 s (is the npm registry reachable?)") from None
     if r.returncode or not (es5 / 'tex-mml-chtml.js').exists():
         raise RuntimeError(f"mathjax: `npm install mathjax@{MATHJAX_VERSION}` failed (exit {r.returncode}): {(r.stderr or r.stdout).strip()[-400:]}")
     return es5
@@ -335,8 +338,9 @@ def build_site(root:str|Path='.', # repository root (settings.ini, nbs/, figures
     if mathjax not in ('local', 'auto', 'cdn'): raise ValueError(f"mathjax must be one of 'local', 'auto', 'cdn', got {mathjax!r}")
     if not isinstance(workers, int) or workers < 1: raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     t0 = time.time()
-    root = Path(root).resolve()
-    if not (root / 'settings.ini').exists(): raise DocsBuildError(f"root: no settings.ini in {root}")
+    start = Path(root).resolve()
+    root = next((d for d in (start, *start.parents) if (d / 'settings.ini').exists()), None)   # as nbdev finds its config
+    if root is None: raise DocsBuildError(f"root: no settings.ini in {start} or any folder above it")
     cfg = _read_settings(root)
     nbs = root / cfg.get('nbs_path', 'nbs')
     site = Path(site).resolve() if site else root / '_site'
