@@ -108,7 +108,8 @@ def execution_key(nb:Path, root:Path) -> str:
     "Hash of everything a notebook's executed outputs depend on that lives in the repository."
     root = Path(root); h = hashlib.sha256(b'lsnoise-docs-1\0')
     _digest_files(h, root, [Path(nb)])
-    _digest_files(h, root, list((root / 'lsnoise').rglob('*.py')) + list((root / 'results').glob('*')) + [root / 'settings.ini'])
+    _digest_files(h, root, list((root / 'lsnoise').rglob('*.py')) + list((root / 'results').glob('*')) +
+                  list((root / 'experiments').glob('*.yaml')) + [root / 'settings.ini'])
     return h.hexdigest()
 
 def _atomic_write_text(path:Path, text:str) -> None:
