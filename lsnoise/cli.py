@@ -111,7 +111,9 @@ def reproduce(root:str|Path='.', # repository root
         if not pen.exists():
             print('penultimate-layer projections (two models) ...', flush=True)
             from lsnoise.representations import penultimate_table
-            tmp = pen.with_name('.' + pen.name + '.tmp'); penultimate_table().to_csv(tmp, index=False, float_format='%.6g'); os.replace(tmp, pen)
+            from lsnoise.core import atomic_write
+            table = penultimate_table()
+            atomic_write(pen, lambda t: table.to_csv(t, index=False, float_format='%.6g'))
     todo = [nbs / f'{n}.ipynb' for n in REPRODUCE_NOTEBOOKS if (nbs / f'{n}.ipynb').exists()]
     done = []
     for i, nb in enumerate(todo, 1):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from .core import check_range, check_int, np_rng, torch_generator, torch_seed, get_device
+from .core import check_range, check_int, np_rng, torch_generator, torch_seed, get_device, atomic_write
 from .noise import NOISE_KINDS, transition_matrix, corrupt_labels, flip_rate, expected_flip_rate
 
 # %% auto #0
@@ -60,10 +60,8 @@ def _mnist1d(name, root):
         state = np.random.get_state(), random.getstate()          # make_dataset reseeds the global generators
         try: d = make_dataset(args)
         finally: np.random.set_state(state[0]); random.setstate(state[1])
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix('.tmp.npz')
-        np.savez(tmp, x=d['x'], y=d['y'], x_test=d['x_test'], y_test=d['y_test'])
-        os.replace(tmp, cache)
+        atomic_write(cache, lambda t: np.savez(t, x=d['x'], y=d['y'], x_test=d['x_test'], y_test=d['y_test']),
+                     tmp=cache.with_suffix('.tmp.npz'))   # np.savez appends .npz to any other name
     d = np.load(cache)
     f = lambda a: a.astype(np.float32)[:, None]                      # (N, 1, 40)
     return CleanData(name, f(d['x']), d['y'].astype(np.int64), f(d['x_test']), d['y_test'].astype(np.int64), 10)

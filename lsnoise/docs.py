@@ -8,11 +8,12 @@ import hashlib, json, os, re, shutil, subprocess, sys, time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
+from .core import atomic_write
 
 # %% auto #0
-__all__ = ['SECTIONS', 'MATHJAX_VERSION', 'MATHJAX_CDN', 'CSS', 'page_name', 'site_notebooks', 'split_title_cell',
-           'execute_notebook', 'execution_key', 'slugify', 'Normaliser', 'local_mathjax', 'conf_py', 'toctree',
-           'DocsBuildError', 'build_site']
+__all__ = ['SECTIONS', 'MATHJAX_VERSION', 'MATHJAX_CDN', 'CSS', 'page_name', 'site_sections', 'site_notebooks',
+           'split_title_cell', 'process_notebook', 'execution_key', 'slugify', 'Normaliser', 'local_mathjax', 'conf_py',
+           'toctree', 'DocsBuildError', 'build_site']
 
 # %% ../nbs/14_docs.ipynb #1fc34adf
 SECTIONS = [('Foundations', r'0[0-3][a-z]?_'), ('Theory', r'04[a-z]?_'), ('Training and experiments', r'(0[5-9]|1\d)[a-z]?_'),
@@ -23,20 +24,27 @@ def page_name(nb:Path, nbs:Path) -> str:
     rel = Path(nb).relative_to(nbs).with_suffix('')
     return '/'.join([*rel.parts[:-1], re.sub(r'^\d+[a-z]?_', '', rel.name)])
 
-def site_notebooks(nbs:Path) -> list:
-    "The notebooks of the site, in navigation order: the index, then each section's notebooks by name."
+def site_sections(nbs:Path) -> list:
+    "[(caption, [notebook, ...]), ...] in navigation order: the index alone (caption None), then the sections of SECTIONS."
     nbs = Path(nbs)
+    rel = lambda p: p.relative_to(nbs).as_posix()
     found = sorted(p for p in nbs.rglob('*.ipynb') if not any(part.startswith(('.', '_')) for part in p.relative_to(nbs).parts))
-    index = [p for p in found if p.relative_to(nbs).as_posix() == 'index.ipynb']
+    index = [p for p in found if rel(p) == 'index.ipynb']
     if not index: raise FileNotFoundError(f"nbs: no index.ipynb in {nbs} (the home page)")
-    ordered = list(index)
-    for _, pat in SECTIONS: ordered += [p for p in found if p not in ordered and re.match(pat, p.relative_to(nbs).as_posix())]
-    missing = [p.relative_to(nbs).as_posix() for p in found if p not in ordered]
+    sections, placed = [(None, index)], set(index)
+    for cap, pat in SECTIONS:
+        group = [p for p in found if p not in placed and re.match(pat, rel(p))]
+        sections.append((cap, group)); placed.update(group)
+    missing = [rel(p) for p in found if p not in placed]
     if missing: raise ValueError(f"nbs: notebooks that fit no section of SECTIONS: {missing}")
-    names = [page_name(p, nbs) for p in ordered]
+    names = [page_name(p, nbs) for _, group in sections for p in group]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup: raise ValueError(f"nbs: two notebooks would share the page name(s) {dup}; rename one")
-    return ordered
+    return sections
+
+def site_notebooks(nbs:Path) -> list:
+    "The notebooks of the site, in navigation order: the index, then each section's notebooks by name."
+    return [p for _, group in site_sections(nbs) for p in group]
 
 # %% ../nbs/14_docs.ipynb #cbad83db
 def _skip_cell(cell, flags) -> bool:
@@ -56,7 +64,7 @@ def split_title_cell(md:str):
     while i < len(lines) and lines[i].startswith('>'): desc.append(lines[i][1:].strip()); i += 1
     return lines[0][2:].strip(), ' '.join(desc) or None, '\n'.join(lines[i:]).strip('\n')
 
-def execute_notebook(src:str, threads:int=0) -> dict:
+def process_notebook(src:str, threads:int=0) -> dict:
     "Run nbdev's docs processors on notebook `src`, executing all of it; return the processed notebook as a dict."
     from fastcore.xtras import working_directory
     from execnb.nbio import read_nb, nb2dict
@@ -80,7 +88,7 @@ def execute_notebook(src:str, threads:int=0) -> dict:
             k.run_cell('from nbdev.showdoc import show_doc')
             if threads: k.run_cell(f'import torch; torch.set_num_threads({int(threads)})')
             try: k.run_all(self.nb, exc_stop=True, preproc=lambda c: _skip_cell(c, flags))
-            except Exception as e:
+            except Exception:
                 raise RuntimeError(f"{src.name}: a cell failed while executing for the docs:\n{k.prettytb(fname=src)}") from None
 
     procs = [p for p in FilterDefaults().procs() if p is not exec_show_docs]
@@ -96,7 +104,7 @@ def execute_notebook(src:str, threads:int=0) -> dict:
     return d
 
 def _execute_timed(src:str, threads:int=0):
-    t = time.time(); d = execute_notebook(src, threads)
+    t = time.time(); d = process_notebook(src, threads)
     return d, time.time() - t
 
 # %% ../nbs/14_docs.ipynb #2536dcb9
@@ -111,11 +119,6 @@ def execution_key(nb:Path, root:Path) -> str:
     _digest_files(h, root, list((root / 'lsnoise').rglob('*.py')) + list((root / 'results').glob('*')) +
                   list((root / 'experiments').glob('*.yaml')) + [root / 'settings.ini'])
     return h.hexdigest()
-
-def _atomic_write_text(path:Path, text:str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    tmp.write_text(text, encoding='utf-8'); os.replace(tmp, path)
 
 # %% ../nbs/14_docs.ipynb #52361644
 _FENCE = re.compile(r'^(```|~~~)')
@@ -217,7 +220,6 @@ class Normaliser:
             lines = src.split('\n')
             direc = {m.group(1): m.group(2).strip() for l in lines if (m := re.match(r'^#\|\s*([\w-]+):?(.*)$', l))}
             code = '\n'.join(l for l in lines if not l.startswith('#|')).strip('\n')
-            outputs = [self._output(page, o) for o in c.get('outputs', [])]
             if re.match(r'^show_doc\(', code):
                 mds = [''.join(o['data']['text/markdown']) for o in c.get('outputs', []) if 'text/markdown' in o.get('data', {})]
                 for md in mds:
@@ -229,6 +231,7 @@ class Normaliser:
                     if src_link: md = re.sub(r'^(#{1,6} .*)$', lambda m: m.group(1) + f"\n\n[source]({src_link.group(1)}){{.api-source}}", md, count=1, flags=re.M)
                     cells.append(self._md(md))
                 continue
+            outputs = [self._output(page, o) for o in c.get('outputs', [])]
             if not code and not outputs: continue
             tags = ['remove-input'] if direc.get('echo', '').lower() == 'false' else []
             meta = {'tags': tags} if tags else {}
@@ -324,7 +327,7 @@ def _read_settings(root:Path) -> dict:
     return dict(p['DEFAULT'])
 
 def _write_if_changed(path:Path, text:str) -> None:
-    if not path.exists() or path.read_text(encoding='utf-8') != text: _atomic_write_text(path, text)
+    if not path.exists() or path.read_text(encoding='utf-8') != text: atomic_write(path, lambda t: t.write_text(text, encoding='utf-8'))
 
 def build_site(root:str|Path='.', # repository root (settings.ini, nbs/, figures/)
                site:str|Path|None=None, # output folder of the static site (default: root/_site)
@@ -346,53 +349,52 @@ def build_site(root:str|Path='.', # repository root (settings.ini, nbs/, figures
     nbs = root / cfg.get('nbs_path', 'nbs')
     site = Path(site).resolve() if site else root / '_site'
     build = Path(build).resolve() if build else root / '_build'
-    notebooks = site_notebooks(nbs)
-    pages = {p.relative_to(nbs).as_posix(): page_name(p, nbs) for p in notebooks}
+    rel = lambda p: p.relative_to(nbs).as_posix()
+    sections = site_sections(nbs)
+    pages = {rel(p): page_name(p, nbs) for _, group in sections for p in group}
     if only is not None:
         unknown = sorted(set(only) - set(pages.values()))
         if unknown: raise ValueError(f"only: unknown page(s) {unknown}; pages are {sorted(pages.values())}")
-        notebooks = [p for p in notebooks if pages[p.relative_to(nbs).as_posix()] in set(only) | {'index'}]
+        sections = [(cap, [p for p in group if pages[rel(p)] in set(only) | {'index'}]) for cap, group in sections]
+    notebooks = [p for _, group in sections for p in group]
 
     # 1. execute (cached)
     executed, todo = {}, []
     for p in notebooks:
-        rel = p.relative_to(nbs).as_posix(); key = execution_key(p, root)
-        cache = build / 'executed' / (rel + '.json')
+        key, cache = execution_key(p, root), build / 'executed' / (rel(p) + '.json')
         if not force and cache.exists():
             try:
                 d = json.loads(cache.read_text(encoding='utf-8'))
-                if d.get('key') == key: executed[rel] = d['nb']; continue
+                if d.get('key') == key: executed[rel(p)] = d['nb']; continue
             except (json.JSONDecodeError, KeyError): pass
-        todo.append((p, rel, key, cache))
+        todo.append((p, key, cache))
     say(f"[docs] {len(notebooks)} notebooks: {len(executed)} cached, {len(todo)} to execute ({workers} at a time)")
     threads = max(1, (os.cpu_count() or 1) // workers)
     failures = []
     if todo:
         with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=get_context('spawn')) as pool:
-            futs = {pool.submit(_execute_timed, str(p), threads): (p, rel, key, cache) for p, rel, key, cache in todo}
+            futs = {pool.submit(_execute_timed, str(p), threads): (rel(p), key, cache) for p, key, cache in todo}
             from concurrent.futures import as_completed
             for i, f in enumerate(as_completed(futs), 1):
-                p, rel, key, cache = futs[f]
+                name, key, cache = futs[f]
                 try: d, secs = f.result()
                 except Exception as e:
-                    failures.append(f"{rel}: {e}"); say(f"[docs] {i}/{len(todo)} FAILED {rel}"); continue
-                _atomic_write_text(cache, json.dumps({'key': key, 'nb': d}))
-                executed[rel] = d
-                say(f"[docs] {i}/{len(todo)} executed {rel} ({secs:.1f} s)")
+                    failures.append(f"{name}: {e}"); say(f"[docs] {i}/{len(todo)} FAILED {name}"); continue
+                atomic_write(cache, lambda t: t.write_text(json.dumps({'key': key, 'nb': d}), encoding='utf-8'))
+                executed[name] = d
+                say(f"[docs] {i}/{len(todo)} executed {name} ({secs:.1f} s)")
     if failures: raise DocsBuildError("notebooks failed to execute; nothing was published:\n" + '\n\n'.join(failures))
 
     # 2. normalise into the Sphinx source folder
     src = build / 'src'
     norm = Normaliser(nbs, pages, cfg.get('doc_host', '') + cfg.get('doc_baseurl', ''), cfg.get('git_url', ''), cfg.get('branch', 'main'),
-                      built={pages[p.relative_to(nbs).as_posix()] for p in notebooks})
+                      built={pages[rel(p)] for p in notebooks})
     wanted = set()
-    sections = [(cap, [pages[p.relative_to(nbs).as_posix()] for p in notebooks
-                       if re.match(pat, p.relative_to(nbs).as_posix())]) for cap, pat in SECTIONS]
+    nav = [(cap, [pages[rel(p)] for p in group]) for cap, group in sections if cap]
     for p in notebooks:
-        rel = p.relative_to(nbs).as_posix()
-        nb = norm.notebook(executed[rel], rel)
-        if pages[rel] == 'index': nb['cells'].append(norm._md(toctree(sections)))
-        out = src / (pages[rel] + '.ipynb'); wanted.add(out)
+        nb = norm.notebook(executed[rel(p)], rel(p))
+        if pages[rel(p)] == 'index': nb['cells'].append(norm._md(toctree(nav)))
+        out = src / (pages[rel(p)] + '.ipynb'); wanted.add(out)
         _write_if_changed(out, json.dumps(nb, indent=1, ensure_ascii=False))
     for old in src.rglob('*.ipynb'):
         if old not in wanted: old.unlink()

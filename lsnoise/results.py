@@ -4,11 +4,12 @@
 
 # %% ../nbs/10_results.ipynb #90e996e1
 from __future__ import annotations
-import json, math, os, platform, subprocess, time
+import json, math, platform, subprocess, time
 from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np
 import pandas as pd
+from .core import atomic_write
 from .train import atomic_write_json, environment
 
 # %% auto #0
@@ -87,9 +88,7 @@ def write_results(df:pd.DataFrame, meta:dict, results_dir:str|Path, name:str) ->
     "Write results/<name>.csv and results/<name>.meta.json atomically; return their paths."
     out = Path(results_dir); out.mkdir(parents=True, exist_ok=True)
     csv = out / f'{name}.csv'
-    tmp = out / f'.{name}.csv.{os.getpid()}.tmp'
-    df.to_csv(tmp, index=False, float_format='%.6g')
-    os.replace(tmp, csv)
+    atomic_write(csv, lambda t: df.to_csv(t, index=False, float_format='%.6g'))
     atomic_write_json(out / f'{name}.meta.json', meta)
     return csv, out / f'{name}.meta.json'
 

@@ -9,6 +9,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 import yaml
+from .core import atomic_write
 from .train import TrainConfig, resolve, run_id, atomic_write_json
 from .results import run_status, collect_runs, write_results, results_meta
 
@@ -156,11 +157,6 @@ def _runs_json(unit:Unit, out_key:str='out_dir') -> str:
     return json.dumps([{**u['params'], 'out_dir': u[out_key], **({'teacher_dir': u['teacher_dir']} if 'teacher_dir' in u else {})}
                        for u in unit.runs])
 
-def _copy_atomic(src:Path, dst:Path):
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f'.{dst.name}.{os.getpid()}.tmp')
-    shutil.copyfile(src, tmp); os.replace(tmp, dst)
-
 def _failed_record(it:dict, error:str, tb:str) -> dict:
     return {'run_id': it['run_id'], 'status': 'failed', 'error': error, 'traceback': tb, 'params': it['params']}
 
@@ -182,7 +178,7 @@ def execute_unit(template:str|Path, unit:Unit, work_dir:str|Path, threads:int=0)
             d.mkdir(parents=True, exist_ok=True)
             atomic_write_json(d / 'run.json', _failed_record(it, error or f'the notebook ended without a record ({state})', tb or ''))
             state = 'failed'
-        if nb_out.exists(): _copy_atomic(nb_out, d / 'notebook.ipynb')
+        if nb_out.exists(): atomic_write(d / 'notebook.ipynb', lambda t: shutil.copyfile(nb_out, t))
         out[it['run_id']] = state
     if nb_out.exists(): nb_out.unlink()
     return out
@@ -223,10 +219,7 @@ def _ray_task(template_name:str, template_bytes:bytes, unit:Unit, threads:int) -
 def _write_files(root:Path, files:dict):
     "Write {relative path: bytes} under root, each atomically, run.json of each folder last."
     for rel in sorted(files, key=lambda r: Path(r).name == 'run.json'):
-        dst = root / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f'.{dst.name}.{os.getpid()}.tmp')
-        tmp.write_bytes(files[rel]); os.replace(tmp, dst)
+        atomic_write(root / rel, lambda t: t.write_bytes(files[rel]))
 
 # %% ../nbs/11_sweep.ipynb #55aa5f43
 def grid_status(grid:Grid, runs_dir:str|Path='runs') -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from .core import check_range, check_int, get_device, torch_seed
+from .core import check_range, check_int, get_device, torch_seed, atomic_write
 from .noise import NOISE_KINDS, transition_matrix, check_transition
 from .smearing import bc_matrix, MAX_COND
 from .losses import ls_ce, backward_ce, forward_ce
@@ -181,21 +181,16 @@ def estimate_T(probs:torch.Tensor|np.ndarray, # (N, L) noisy-class probabilities
 # %% ../nbs/08_train.ipynb #b313041f
 def atomic_write_json(path:str|Path, obj) -> None:
     "Write `obj` as JSON to `path` via a temporary file and a rename: readers never see a half-written file."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    with open(tmp, 'w') as f:
-        json.dump(obj, f, indent=1, sort_keys=True, default=_json_default)
-        f.flush(); os.fsync(f.fileno())
-    os.replace(tmp, path)
+    def write(tmp):
+        with open(tmp, 'w') as f:
+            json.dump(obj, f, indent=1, sort_keys=True, default=_json_default)
+            f.flush(); os.fsync(f.fileno())
+    atomic_write(path, write)
 
 def atomic_torch_save(obj, path:str|Path) -> None:
     "`torch.save` via a temporary file and a rename, so that a killed process never leaves a torn checkpoint."
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp), tmp=path.with_name(path.name + '.tmp'))   # one name: a resumed run reuses it
 
 def _json_default(o):
     if isinstance(o, (np.floating, np.integer)): return o.item()
