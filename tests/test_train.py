@@ -44,15 +44,19 @@ def test_same_seed_identical_records(tmp_path):
     train(cfg, tmp_path / 'a', progress=False); train(cfg, tmp_path / 'b', progress=False)
     assert (tmp_path / 'a' / 'metrics.json').read_bytes() == (tmp_path / 'b' / 'metrics.json').read_bytes()
 
+def kill_after_first_checkpoint(p, ckpt, settle):
+    "SIGKILL process p `settle` seconds after its first checkpoint appears (or when it ends, or after 120 s)."
+    deadline = time.time() + 120
+    while not ckpt.exists() and p.poll() is None and time.time() < deadline: time.sleep(0.02)
+    time.sleep(settle)
+    p.send_signal(signal.SIGKILL); p.wait()
+
 def test_killed_run_resumes_to_the_same_record(tmp_path):
     args = ['train', '--model', 'cnn', '--rho', '0.4', '--method', 'ls', '--alpha', '0.5', '--epochs', '40', '--seed', '3']
     p = subprocess.Popen([LSNOISE, *args, '--out', str(tmp_path / 'killed')], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          env={**os.environ, 'CI': 'true'})
     ckpt = tmp_path / 'killed' / 'checkpoint.pt'
-    deadline = time.time() + 120
-    while not ckpt.exists() and p.poll() is None and time.time() < deadline: time.sleep(0.02)
-    time.sleep(0.5)
-    p.send_signal(signal.SIGKILL); p.wait()
+    kill_after_first_checkpoint(p, ckpt, settle=0.5)
     assert not (tmp_path / 'killed' / 'run.json').exists(), "the run finished before it could be killed"
     saved = torch.load(ckpt, weights_only=False)['state']['epoch']
     assert 0 < saved < 40
@@ -145,10 +149,7 @@ def test_killed_group_resumes_to_the_same_records(tmp_path):
     run = lambda d: subprocess.Popen([sys.executable, '-c', code, str(d)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     p = run(tmp_path / 'killed')
     ckpt = tmp_path / 'killed' / 'group.pt'
-    deadline = time.time() + 120
-    while not ckpt.exists() and p.poll() is None and time.time() < deadline: time.sleep(0.02)
-    time.sleep(0.3)
-    p.send_signal(signal.SIGKILL); p.wait()
+    kill_after_first_checkpoint(p, ckpt, settle=0.3)
     assert not list((tmp_path / 'killed').glob('*/run.json')), "the group finished before it could be killed"
     assert 0 < torch.load(ckpt, weights_only=False)['state']['epoch'] < 40
     for d in (tmp_path / 'killed', tmp_path / 'whole'):
