@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: reproduce test bench docs readme venv
+.PHONY: reproduce test test-deps bench docs readme venv
 
 $(STAMP): settings.ini setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,9 +18,20 @@ venv: $(STAMP)
 reproduce: $(STAMP)
 	$(BIN)/lsnoise reproduce
 
+# the figure and report notebooks (20-25, 30) are executed by tests/test_reproduce.py, which checks them against the
+# committed figures and report, and by the docs build: nbdev_test leaves them out rather than execute them a third time
 test: $(STAMP)
-	$(BIN)/nbdev_test
+	$(BIN)/nbdev_test --skip_file_re '^([_.]|2[0-9]_fig_|30_)'
 	$(BIN)/python -m pytest
+
+# what the docs tests need besides Python: a headless Chromium (Debian's package, with apt-get; sudo when not root)
+# and MathJax 3 (npm, into _build/mathjax). The tests install nothing themselves; .ci/run calls this before `make test`.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
+test-deps: $(STAMP)
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core; }
+	$(BIN)/python -c "from lsnoise.docs import local_mathjax; print(local_mathjax('_build'))"
 
 bench: $(STAMP)
 	$(BIN)/lsnoise bench --json runs/bench.json

@@ -1,10 +1,13 @@
 "The experiment layer: templates through papermill, grid validation, the local and Ray backends, kill -9 and rerun, collect."
-import json, os, shutil, signal, socket, subprocess, sys, time
+import json, os, shutil, signal, socket, subprocess, sys, tempfile, time
 from pathlib import Path
 import pandas as pd
 import pytest
-from lsnoise.cli import execute_notebook
+from lsnoise.nbexec import execute_notebook
 from lsnoise.results import COLUMNS
+from lsnoise.config import TrainConfig, DistillConfig, schema
+from lsnoise.sweep import template_parameters, RESERVED
+from lsnoise.store import read_journal
 
 BIN = Path(sys.executable).parent
 LSNOISE = str(BIN / 'lsnoise')
@@ -42,7 +45,20 @@ def test_templates_keep_their_parameters_tag(root):
 def test_help_notebook_lists_parameters(root):
     r = subprocess.run([str(BIN / 'papermill'), '--help-notebook', str(root / 'nbs' / 'experiments' / 'train_noisy.ipynb')],
                        capture_output=True, text=True, env=ENV)
-    assert r.returncode == 0 and 'rho: float (default 0.4)' in r.stdout and 'runs_json' in r.stdout
+    assert r.returncode == 0 and 'rho: float (default 0.0)' in r.stdout and 'runs_json' in r.stdout
+
+@pytest.mark.parametrize('name,cls', [('train_noisy', TrainConfig), ('distill_noisy', DistillConfig)])
+def test_template_parameters_match_the_schema(root, name, cls):
+    "The template's parameters cell declares every config field with the schema's type, default and help, and nothing else."
+    params = template_parameters(root / 'nbs' / 'experiments' / f'{name}.ipynb')
+    for p in schema(cls):
+        assert p.name in params, f"{name}: no parameter {p.name}"
+        default, typ, help_ = params[p.name]
+        want = f'Optional[{p.type.__name__}]' if p.nullable else p.type.__name__
+        assert (default, typ) == (p.default, want), f"{name}.{p.name}: template says {typ} = {default!r}, the schema {want} = {p.default!r}"
+        assert help_.startswith(p.help), f"{name}.{p.name}: help {help_!r} is not the schema's {p.help!r}"
+    extra = set(params) - {p.name for p in schema(cls)}
+    assert extra <= set(RESERVED) | {'out_dir', 'teacher_dir'}, f"{name}: parameters outside the schema: {extra}"
 
 def test_smoke_sweep_then_collect(root, tmp_path):
     r = cli('sweep', str(root / 'experiments' / 'smoke.yaml'), '--workers', '2', '--runs-dir', str(tmp_path / 'runs'))
@@ -65,7 +81,7 @@ def test_smoke_sweep_then_collect(root, tmp_path):
 def _snapshot(runs):
     "run id -> metrics.json bytes, and the set of files in every run folder."
     out = {}
-    for d in sorted(p for p in runs.iterdir() if p.is_dir() and not p.name.startswith('_')):
+    for d in sorted(p for p in runs.iterdir() if p.is_dir() and not p.name.startswith(('_', '.'))):
         out[d.name] = ((d / 'metrics.json').read_bytes(), sorted(f.name for f in d.iterdir()))
     return out
 
@@ -113,19 +129,24 @@ def test_a_failing_run_is_recorded_and_retried(root, tmp_path):
     ({'grid': {'rho': [0.1]}, 'colour': 'red'}, "unknown key 'colour'"),
     ({'grid': {'learning_rate': [0.1]}}, "grid.learning_rate: the template train_noisy.ipynb declares no parameter 'learning_rate'"),
     ({'grid': {'rho': []}}, "grid.rho: must be a non-empty list"),
-    ({'grid': {'rho': ['high']}}, "grid.rho: 'high' is a str, but the template declares float"),
-    ({'base': {'epochs': 2.5}, 'grid': {'rho': [0.1]}}, "base.epochs: 2.5 is a float, but the template declares int"),
+    ({'grid': {'rho': ['high']}}, "grid.rho: rho must be float, got 'high' (str)"),
+    ({'base': {'epochs': 2.5}, 'grid': {'rho': [0.1]}}, "base.epochs: epochs must be int or null (the recipe's), got 2.5 (float)"),
+    ({'base': {'epochs': 0}, 'grid': {'rho': [0.1]}}, "epochs must be an integer in [1, inf], got 0"),
+    ({'name': '../../etc', 'grid': {'rho': [0.1]}}, "name: name must be a plain file name (letters, digits, '-', '_', '.'; not starting with a dot), got '../../etc'"),
+    ({'name': '.hidden', 'grid': {'rho': [0.1]}}, "name: name must be a plain file name"),
+    ({'grid': {'method': ['nls']}}, "method must be one of ce, ls, fc, bc; got 'nls'"),
     ({'template': 'nowhere.ipynb', 'grid': {'rho': [0.1]}}, "template: file not found: nowhere.ipynb"),
     ({'grid': {'rho': [0.1]}, 'cases': [{'method': ['ce'], 'alpha': [0.5]}]}, "alpha must be 0 for method='ce'"),
     ({'grid': {'out_dir': ['x']}}, "grid.out_dir: set by the runner"),
 ])
 def test_bad_grid_is_one_line_before_anything_runs(root, tmp_path, spec, msg):
     grid = write_grid(tmp_path / 'bad.yaml', root, **spec)
-    r = cli('sweep', str(grid), '--runs-dir', str(tmp_path / 'runs'))
-    assert r.returncode == 2, r.stdout + r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and str(grid) in lines[0] and msg in lines[0], r.stderr
-    assert not (tmp_path / 'runs').exists()
+    for extra in ((), ('--dry-run',)):
+        r = cli('sweep', str(grid), '--runs-dir', str(tmp_path / 'runs'), *extra)
+        assert r.returncode == 2, r.stdout + r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and str(grid) in lines[0] and msg in lines[0], r.stderr
+        assert not (tmp_path / 'runs').exists() and not (tmp_path / 'etc').exists()
 
 def test_empty_grid(root, tmp_path):
     grid = tmp_path / 'empty.yaml'
@@ -137,26 +158,110 @@ def test_empty_grid(root, tmp_path):
     assert r.returncode == 2 and 'grid: missing: the grid is empty' in r.stderr
     assert not (tmp_path / 'runs').exists()
 
+def test_a_cuda_grid_plans_and_reports_on_any_machine(root, tmp_path):
+    "resolve() is pure: a grid that says device: cuda is planned, counted and dry-run on a machine without CUDA."
+    grid = str(root / 'experiments' / 'paper-cifar10.yaml')
+    r = cli('status', grid, '--runs-dir', str(tmp_path / 'runs'))
+    assert r.returncode == 0 and 'paper-cifar10: 160 runs: done 0, failed 0, pending 160' in r.stdout, r.stdout + r.stderr
+    r = cli('sweep', grid, '--dry-run', '--runs-dir', str(tmp_path / 'runs'))
+    assert r.returncode == 0 and 'to run: 160 runs in 160 units' in r.stdout, r.stdout + r.stderr
+
+def test_a_corrupt_record_is_reported_and_trained_again(root, tmp_path):
+    "A metrics.json truncated by hand: status says corrupt, the next sweep trains that run again (and only that one)."
+    smoke = str(root / 'experiments' / 'smoke.yaml')
+    r = cli('sweep', smoke, '--runs-dir', str(tmp_path / 'runs'))
+    assert r.returncode == 0, r.stdout + r.stderr
+    runs = tmp_path / 'runs' / 'smoke'
+    victim = sorted(p for p in runs.iterdir() if (p / 'run.json').exists())[0]
+    good = (victim / 'metrics.json').read_bytes()
+    (victim / 'metrics.json').write_bytes(good[:len(good) // 2])
+    r = cli('status', smoke, '--runs-dir', str(tmp_path / 'runs'))
+    assert 'done 11, failed 0, pending 0, corrupt 1' in r.stdout and f'corrupt: {victim.name}: metrics.json is not valid JSON' in r.stdout
+    assert 'the next sweep trains it again' in r.stdout
+    r = cli('sweep', smoke, '--runs-dir', str(tmp_path / 'runs'))
+    assert r.returncode == 0 and 'done 12, failed 0, pending 0' in r.stdout, r.stdout + r.stderr
+    assert (victim / 'metrics.json').read_bytes() == good                       # trained again, to the same record
+    started = [rid for e in read_journal(runs) if e['event'] == 'start' for rid in e['runs']]
+    assert started.count(victim.name) == 2 and len(started) == 12 + 6            # first sweep, then only its unit
+
+def test_two_sweepers_share_one_grid(root, tmp_path):
+    "Two sweepers started together on the smoke grid split its units: every run is trained exactly once."
+    smoke = str(root / 'experiments' / 'smoke.yaml')
+    procs = [subprocess.Popen([LSNOISE, 'sweep', smoke, '--runs-dir', str(tmp_path / 'runs')], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=ENV) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs): assert p.returncode == 0, out + err
+    events = read_journal(tmp_path / 'runs' / 'smoke')
+    trained = [rid for e in events if e['event'] == 'start' for rid in e['runs']]
+    assert len(trained) == 12 and len(set(trained)) == 12, f"trainings {len(trained)}, distinct runs {len(set(trained))}"
+    assert sorted(e['unit'] for e in events if e['event'] == 'start') == sorted(e['unit'] for e in events if e['event'] == 'finish')
+    r = cli('status', smoke, '--runs-dir', str(tmp_path / 'runs'))
+    assert 'done 12, failed 0, pending 0, corrupt 0' in r.stdout
+    assert not list((tmp_path / 'runs' / 'smoke' / '.claims').glob('*.claim'))   # every claim released
+
+def test_a_dead_sweepers_claim_is_taken_over(root, tmp_path):
+    "A sweeper killed with -9 leaves its claims; the next sweeper takes them over and finishes the grid."
+    smoke = str(root / 'experiments' / 'smoke.yaml')
+    claims = tmp_path / 'runs' / 'smoke' / '.claims'
+    p = subprocess.Popen([LSNOISE, 'sweep', smoke, '--runs-dir', str(tmp_path / 'runs')], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, env=ENV)
+    deadline = time.time() + 300
+    while time.time() < deadline and p.poll() is None and not list(claims.glob('*.claim')): time.sleep(0.02)
+    p.send_signal(signal.SIGKILL); p.wait(); time.sleep(1)
+    left = list(claims.glob('*.claim'))
+    assert left, "the sweeper finished before it could be killed"
+    r = cli('sweep', smoke, '--runs-dir', str(tmp_path / 'runs'))
+    assert r.returncode == 0 and 'done 12, failed 0, pending 0' in r.stdout, r.stdout + r.stderr
+    assert not list(claims.glob('*.claim'))
+
 def _free_port():
     s = socket.socket(); s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]; s.close()
     return port
 
+def _ours(marker:str) -> list:
+    "Processes whose command line mentions `marker` (this test's own Ray temporary folder)."
+    import psutil
+    out = []
+    for p in psutil.process_iter(['pid', 'cmdline']):
+        try:
+            if marker in ' '.join(p.info['cmdline'] or []): out.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied): pass
+    return out
+
 def test_ray_backend_matches_local(root, tmp_path):
+    """The Ray backend gives the local backend's records. The test starts its own one-node cluster (its own temporary
+    folder and ports, in its own process group) and stops exactly the processes it started."""
     ray = BIN / 'ray'
     if not ray.exists(): pytest.skip('ray is not installed (pip install -e ".[dev]" installs it)')
-    port = _free_port()
-    head = ['--node-ip-address=127.0.0.1', '--num-cpus=1', '--disable-usage-stats']
+    tmp = Path(tempfile.mkdtemp(prefix='lsr-', dir='/tmp'))      # short: Ray's socket paths must fit in 107 characters
+    port, *others = [_free_port() for _ in range(16)]
+    names = ('node-manager-port', 'object-manager-port', 'dashboard-agent-grpc-port',
+             'dashboard-agent-listen-port', 'metrics-export-port', 'runtime-env-agent-port')
+    args = [str(ray), 'start', '--head', '--block', f'--temp-dir={tmp}', f'--port={port}', '--include-dashboard=false',
+            '--node-ip-address=127.0.0.1', '--num-cpus=2', '--disable-usage-stats',
+            *[f'--{n}={p}' for n, p in zip(names, others)], '--worker-port-list=' + ','.join(map(str, others[len(names):]))]
+    head = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(tmp_path / 'ray-head.log', 'w'), env=ENV, start_new_session=True)
     try:
-        r = subprocess.run([str(ray), 'start', '--head', f'--port={port}', '--include-dashboard=false', *head],
-                           capture_output=True, text=True, env=ENV, timeout=120)
-        assert r.returncode == 0, r.stderr
-        r = subprocess.run([str(ray), 'start', f'--address=127.0.0.1:{port}', *head], capture_output=True, text=True, env=ENV, timeout=120)
-        assert r.returncode == 0, r.stderr
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if head.poll() is not None: pytest.fail(f"ray start exited: {(tmp_path / 'ray-head.log').read_text()[-2000:]}")
+            if subprocess.run([str(ray), 'status', f'--address=127.0.0.1:{port}'], capture_output=True, env=ENV, timeout=60).returncode == 0: break
+            time.sleep(1)
         r = cli('sweep', str(root / 'experiments' / 'smoke.yaml'), '--backend', 'ray', '--address', f'127.0.0.1:{port}',
                 '--runs-dir', str(tmp_path / 'ray-runs'))
         assert r.returncode == 0, r.stdout + r.stderr
     finally:
-        subprocess.run([str(ray), 'stop', '--force'], capture_output=True, env=ENV, timeout=120)
+        try: os.killpg(head.pid, signal.SIGTERM)
+        except ProcessLookupError: pass
+        try: head.wait(timeout=30)
+        except subprocess.TimeoutExpired: os.killpg(head.pid, signal.SIGKILL); head.wait()
+        for _ in range(30):                                        # Ray's own children that left the process group
+            rest = _ours(str(tmp))
+            if not rest: break
+            for p in rest: p.terminate()
+            time.sleep(0.5)
+        for p in _ours(str(tmp)): p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
     r = cli('sweep', str(root / 'experiments' / 'smoke.yaml'), '--workers', '2', '--runs-dir', str(tmp_path / 'local-runs'))
     assert r.returncode == 0, r.stdout + r.stderr
     tables = []
