@@ -127,7 +127,7 @@ def atomic_torch_save(obj, path:str|Path) -> Path:
             torch.save(obj, f); f.flush(); os.fsync(f.fileno())
     return atomic_write(path, write, tmp=path.with_name(path.name + '.tmp'))
 
-# %% ../nbs/00_core.ipynb #c65540e2
+# %% ../nbs/00_core.ipynb #b8e71ad2
 def git_state(where:str|Path|None=None, # a folder inside the repository (default: the package's own folder)
              ) -> dict:
     "{'commit': sha or None, 'dirty': True/False or None}: the repository's HEAD and whether its tracked files changed."
@@ -144,9 +144,14 @@ def git_state(where:str|Path|None=None, # a folder inside the repository (defaul
     except (OSError, subprocess.SubprocessError): commit = status = None
     return {'commit': commit or None, 'dirty': None if status is None else bool(status)}
 
+_ENVIRONMENT = {}
+
 def environment() -> dict:
-    "Provenance of this process: package versions, Python, platform, git commit and dirty flag."
-    import lsnoise
-    g = git_state()
-    return {'lsnoise': lsnoise.__version__, 'torch': torch.__version__, 'numpy': np.__version__,
-            'python': platform.python_version(), 'platform': platform.platform(), 'git_commit': g['commit'], 'git_dirty': g['dirty']}
+    "Provenance of this process: package versions, Python, platform, git commit and dirty flag (read once per process)."
+    if not _ENVIRONMENT:          # the code that runs is the code that was imported: its state is read once, not per record
+        import lsnoise
+        g = git_state()
+        _ENVIRONMENT.update({'lsnoise': lsnoise.__version__, 'torch': torch.__version__, 'numpy': np.__version__,
+                             'python': platform.python_version(), 'platform': platform.platform(), 'git_commit': g['commit'],
+                             'git_dirty': g['dirty']})
+    return dict(_ENVIRONMENT)

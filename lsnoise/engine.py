@@ -132,7 +132,7 @@ def init_model(cfg:TrainConfig, input_shape:tuple, num_classes:int) -> nn.Module
         torch.manual_seed(torch_seed(cfg.seed, 'init'))
         return build_model(cfg.model, input_shape, num_classes)
 
-# %% ../nbs/07b_engine.ipynb #cacbd099
+# %% ../nbs/07b_engine.ipynb #a0412510
 @dataclass
 class RunLoss:
     "What one run minimises: a smearing matrix M or a forward-correction T (the hard part), optionally soft targets."
@@ -158,17 +158,27 @@ class GroupLoss:
         if sm:
             M = t([np.asarray(losses[k].M, dtype=np.float64) for k in sm])
             if M.shape != (len(sm) * L, L) or not torch.isfinite(M).all(): raise ValueError(f"every M must be a finite {L} x {L} matrix")
-            self.parts.append(('smear', ix(sm), sm == list(range(K)), torch.tensor([losses[k].weight for k in sm], device=device), (M, M.sum(1))))
+            self.parts.append(('smear', ix(sm), sm == list(range(K)), self._weight([losses[k].weight for k in sm], device), (M, M.sum(1)), self._offsets(len(sm), L, device)))
         fc = [k for k, r in enumerate(losses) if r.T is not None and r.weight > 0]
         if fc:
             Ts = [check_transition(np.asarray(losses[k].T, dtype=np.float64), L, name='T') for k in fc]
             with np.errstate(divide='ignore'): logTt = t([np.log(T.T) for T in Ts])
-            self.parts.append(('fc', ix(fc), fc == list(range(K)), torch.tensor([losses[k].weight for k in fc], device=device), (t([T.T for T in Ts]), logTt)))
+            self.parts.append(('fc', ix(fc), fc == list(range(K)), self._weight([losses[k].weight for k in fc], device), (t([T.T for T in Ts]), logTt), self._offsets(len(fc), L, device)))
         so = [k for k, r in enumerate(losses) if r.soft is not None and r.weight < 1]
         if so:
             S = torch.stack([losses[k].soft.to(device=device, dtype=torch.float32) for k in so])
             tau = torch.tensor([losses[k].tau for k in so], device=device)
-            self.parts.append(('soft', ix(so), so == list(range(K)), torch.tensor([1 - losses[k].weight for k in so], device=device), (S, tau)))
+            self.parts.append(('soft', ix(so), so == list(range(K)), self._weight([1 - losses[k].weight for k in so], device), (S, tau), None))
+
+    @staticmethod
+    def _weight(w, device):
+        "The weights of a part as a (k,) tensor, or None when they are all 1 (nothing to multiply)."
+        return None if all(x == 1 for x in w) else torch.tensor(w, device=device)
+
+    @staticmethod
+    def _offsets(k, L, device):
+        "(k, 1) offsets of each run's block of L rows in the stacked matrices."
+        return (torch.arange(k, device=device) * L)[:, None]
 
     def __call__(self, logits:torch.Tensor, # (K, B, L)
                  y:torch.Tensor, # (K, B) labels of each run
@@ -176,18 +186,18 @@ class GroupLoss:
                 ) -> torch.Tensor:
         "(K,) mean loss of each run over the batch."
         out = None
-        for kind, ks, full, w, mats in self.parts:
+        for kind, ks, full, w, mats, offsets in self.parts:
             lg, yk = (logits, y) if full else (logits.index_select(0, ks), y.index_select(0, ks))
             k, B, L = lg.shape
             if kind == 'soft':
                 S, tau = mats
                 part = -(S.index_select(1, idx) * F.log_softmax(lg / tau[:, None, None], -1)).sum(-1).mean(1)
             else:
-                rows = (yk + torch.arange(k, device=yk.device)[:, None] * L).reshape(-1)
+                rows = (yk + offsets).reshape(-1)
                 if kind == 'smear': part = rows_ce(lg.reshape(-1, L), mats[0].index_select(0, rows), mats[1].index_select(0, rows))
                 else: part = fc_dense_ce(lg.reshape(-1, L), mats[0], mats[1], rows)
                 part = part.view(k, B).mean(1)
-            if not bool((w == 1).all()): part = part * w
+            if w is not None: part = part * w
             out = part if (full and out is None) else (logits.new_zeros(self.K) if out is None else out).index_add(0, ks, part)
         return out
 
@@ -247,7 +257,7 @@ def evaluate_group(model, data:NoisyData, y_train:torch.Tensor, y_val:torch.Tens
     return [{'train/loss': train_loss[k], **rows[k], 'val/acc': va_[k]['val/acc'], 'val/nll': va_[k]['val/nll'], **te_[k]}
             for k in range(len(rows))], te
 
-# %% ../nbs/07b_engine.ipynb #9baf4c37
+# %% ../nbs/07b_engine.ipynb #122b6c5a
 def _autocast(device, amp):
     return torch.autocast('cuda', dtype=torch.bfloat16) if (amp and device.type == 'cuda') else torch.autocast('cpu', enabled=False)
 
@@ -308,7 +318,7 @@ def fit(cfg:TrainConfig, # resolved config: optimiser, schedule, batch size, see
             if bad.any():                             # those runs stop here, the others go on
                 stop(bad.nonzero().flatten().tolist(), 'diverged', lambda k: f"diverged at epoch {epoch + 1}", epoch + 1)
                 if not alive.any(): break
-            losses = torch.where(alive, losses, torch.zeros_like(losses))
+            if frozen is not None or state['status'] != ['done'] * K: losses = torch.where(alive, losses, torch.zeros_like(losses))
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()
             opt.step(); sched.step()
