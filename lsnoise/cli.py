@@ -28,7 +28,7 @@ def render_readme(nb_path:str|Path='nbs/index.ipynb', # the index notebook
             if code: parts.append(f"```python\n{code}\n```")
     return '<!-- Generated from nbs/index.ipynb by `lsnoise readme`: edit the notebook, not this file. -->\n\n' + '\n\n'.join(parts) + '\n'
 
-# %% ../nbs/12_cli.ipynb #91816ab3
+# %% ../nbs/12_cli.ipynb #3754f378
 def _cmd_bench(args):
     from lsnoise.bench import run_benchmarks
     res = run_benchmarks(quick=args.quick, json_path=args.json)
@@ -45,7 +45,7 @@ def _cmd_readme(args):
     return 0
 
 #: The main job: the CPU grids it runs and collects, then the notebooks it executes (figures and report), in order.
-REPRODUCE_GRIDS = ('experiments/cpu-default.yaml', 'experiments/cpu-default-distill.yaml')
+REPRODUCE_GRIDS = ('experiments/cpu-default.yaml', 'experiments/cpu-default-distill.yaml', 'experiments/cpu-default-estimated.yaml')
 REPRODUCE_NOTEBOOKS = ('04_theory', '20_fig_accuracy', '21_fig_denoising', '22_fig_calibration', '23_fig_shrinkage',
                        '24_fig_distillation', '25_fig_penultimate', '30_reproduction')
 

@@ -21,9 +21,9 @@ from .metrics import evaluate_logits_group, denoising_group
 from .config import TrainConfig
 
 # %% auto #0
-__all__ = ['StackedMLP', 'StackedModel', 'SingleModel', 'stackable', 'stack_models', 'init_model', 'RunLoss', 'GroupLoss',
-           'progress_bar', 'epochs_and_steps', 'milestone_steps', 'finite_or_none', 'summarise', 'finite_health',
-           'evaluate_group', 'fit']
+__all__ = ['COLLAPSE_SHARE', 'COLLAPSE_CHANCE', 'COLLAPSE_PATIENCE', 'StackedMLP', 'StackedModel', 'SingleModel', 'stackable',
+           'stack_models', 'init_model', 'RunLoss', 'GroupLoss', 'progress_bar', 'epochs_and_steps', 'milestone_steps',
+           'finite_or_none', 'summarise', 'finite_health', 'is_collapsed', 'health_check', 'evaluate_group', 'fit']
 
 # %% ../nbs/07b_engine.ipynb #ee8aa4b2
 class StackedMLP:
@@ -201,7 +201,7 @@ class GroupLoss:
             out = part if (full and out is None) else (logits.new_zeros(self.K) if out is None else out).index_add(0, ks, part)
         return out
 
-# %% ../nbs/07b_engine.ipynb #a25e28f7
+# %% ../nbs/07b_engine.ipynb #e130ad1c
 def progress_bar(total:int, desc:str, enabled:bool|None):
     "A tqdm bar, or None when progress is off (None: on unless $CI is set or LSNOISE_PROGRESS=0)."
     if enabled is None: enabled = not os.environ.get('CI') and os.environ.get('LSNOISE_PROGRESS', '1') != '0'
@@ -230,11 +230,33 @@ def summarise(history:list) -> dict:
     return {'final': dict(history[-1]), 'best': dict(best), 'best_epoch': best['epoch']}
 
 def finite_health(k:int, m:dict, history:list):
-    "The default health check: a run whose validation or test NLL is not finite has diverged."
+    "A run whose validation or test NLL is not finite has diverged."
     if not (math.isfinite(m['test/nll']) and math.isfinite(m['val/nll'])): return 'diverged', f"diverged at epoch {m['epoch']}"
     return None
 
-# %% ../nbs/07b_engine.ipynb #f0d1f3ce
+# %% ../nbs/07b_engine.ipynb #316ef8d0
+COLLAPSE_SHARE, COLLAPSE_CHANCE, COLLAPSE_PATIENCE = 0.9, 1.5, 3
+
+def is_collapsed(m:dict, num_classes:int) -> bool:
+    "Whether one evaluation's validation predictions are (nearly) one class, or at chance."
+    return m['val/top_class_share'] >= COLLAPSE_SHARE or m['val/acc'] <= COLLAPSE_CHANCE / num_classes
+
+def health_check(num_classes:int, patience:int=COLLAPSE_PATIENCE):
+    "The default per-run health hook: divergence (non-finite NLL), then collapse (see above)."
+    def check(k, m, history):
+        v = finite_health(k, m, history)
+        if v is not None or not is_collapsed(m, num_classes): return v
+        streak = [m]
+        for h in reversed(history):
+            if not is_collapsed(h, num_classes): break
+            streak.append(h)
+        if len(streak) < patience: return None
+        first = streak[-1]
+        return ('collapsed', f"collapsed at epoch {first['epoch']}: validation accuracy {m['val/acc']:.3f}, "
+                             f"{100 * m['val/top_class_share']:.0f}% of predictions in one class", True)
+    return check
+
+# %% ../nbs/07b_engine.ipynb #64474642
 def _eval_chunks(data:NoisyData, size:int=2048):
     parts = [data.x_train, data.x_val, data.x_test]
     offsets = np.cumsum([0] + [len(p) for p in parts])
@@ -253,11 +275,12 @@ def evaluate_group(model, data:NoisyData, y_train:torch.Tensor, y_val:torch.Tens
     tr, va, te = logits.split([len(data.x_train), len(data.x_val), len(data.x_test)], 1)
     rows = [{f'train/{k}': v for k, v in d.items()} for d in denoising_group(tr, data.y_train_clean, y_train)]
     va_ = evaluate_logits_group(va, y_val, 'val')
+    share = F.one_hot(va.argmax(-1), data.num_classes).float().mean(1).max(-1).values.tolist() if va.shape[1] else [math.nan] * len(rows)
     te_ = evaluate_logits_group(te, data.y_test, 'test')
-    return [{'train/loss': train_loss[k], **rows[k], 'val/acc': va_[k]['val/acc'], 'val/nll': va_[k]['val/nll'], **te_[k]}
-            for k in range(len(rows))], te
+    return [{'train/loss': train_loss[k], **rows[k], 'val/acc': va_[k]['val/acc'], 'val/nll': va_[k]['val/nll'],
+             'val/top_class_share': share[k], **te_[k]} for k in range(len(rows))], te
 
-# %% ../nbs/07b_engine.ipynb #122b6c5a
+# %% ../nbs/07b_engine.ipynb #daf1e23f
 def _autocast(device, amp):
     return torch.autocast('cuda', dtype=torch.bfloat16) if (amp and device.type == 'cuda') else torch.autocast('cpu', enabled=False)
 
@@ -272,10 +295,11 @@ def fit(cfg:TrainConfig, # resolved config: optimiser, schedule, batch size, see
         progress:bool|None=None, # progress bar (None: on unless $CI or LSNOISE_PROGRESS=0)
         desc:str='train', # label of the progress bar
         phase=None, # phase(epoch) -> GroupLoss or None (keep the current loss), called at the start of every epoch
-        health=finite_health, # health(k, metrics, history) -> (status, reason) or None, after each evaluation of a live run
+        health=None, # health(k, metrics, history) -> (status, reason[, keep]) or None after each evaluation of a live run (None: `health_check`)
        ) -> dict:
     "Train K runs as one stacked model; return the model and, per run, history, status, reason, summaries and test logits."
     dev = data.device
+    health = health_check(data.num_classes) if health is None else health
     K = len(models)
     amp = cfg.amp and dev.type == 'cuda'
     if y_train.shape != (K, len(data.y_train)) or y_val.shape != (K, len(data.y_val)):
@@ -332,10 +356,10 @@ def fit(cfg:TrainConfig, # resolved config: optimiser, schedule, batch size, see
             mets, te = evaluate_group(model, data, y_train, y_val, (total / max(count, 1)).tolist())
             for k in alive.nonzero().flatten().tolist():
                 m = {'epoch': epoch + 1, 'step': state['step'], **mets[k]}
-                verdict = health(k, m, state['history'][k]) if health is not None else None
-                if verdict is None:
+                verdict = health(k, m, state['history'][k])
+                if verdict is None or (len(verdict) > 2 and verdict[2]):    # healthy, or a verdict that keeps its evaluation
                     state['history'][k].append(finite_or_none(m)); state['test_logits'][k] = te[k].detach().cpu()
-                else: stop([k], verdict[0], lambda _k: verdict[1], epoch + 1)
+                if verdict is not None: stop([k], verdict[0], lambda _k: verdict[1], epoch + 1)
         state['epoch'] = epoch + 1
         if bar is not None: bar.update(1); bar.set_postfix(alive=int(alive.sum()))
         if ckpt is not None:

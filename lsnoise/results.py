@@ -16,7 +16,7 @@ from .store import RUN_STATES, run_status
 __all__ = ['COLUMNS', 'EPOCH_METRICS', 'tidy_rows', 'collect_runs', 'write_results', 'results_meta', 'load_results', 'select',
            'summarise', 'curve', 'assert_design']
 
-# %% ../nbs/10_results.ipynb #b759e838
+# %% ../nbs/10_results.ipynb #097dc93b
 COLUMNS = ['run_id', 'grid', 'dataset', 'model', 'noise', 'rho', 'method', 'alpha', 'tau', 'teacher_alpha', 'teacher_method',
            'seed', 'epoch', 'split', 'metric', 'value']
 EPOCH_METRICS = ('test/acc', 'train/memorised')
@@ -45,6 +45,9 @@ def tidy_rows(run:dict, metrics:dict, grid:str, epoch_metrics=EPOCH_METRICS) -> 
         for b, (n, conf, acc) in enumerate(zip(rel['count'], rel['confidence'], rel['accuracy'])):
             for name, v in (('count', n), ('confidence', conf), ('accuracy', acc)): add('final', f'test_reliability/{name}_{b}', v)
     add('final', 'meta/diverged', float(run.get('status') == 'diverged'))
+    add('final', 'meta/collapsed', float(run.get('status') == 'collapsed'))
+    if run.get('stopped_at') is not None: add('final', 'meta/stopped_at', run['stopped_at'])
+    if run.get('T_estimation_error') is not None: add('final', 'meta/T_estimation_error', run['T_estimation_error'])
     add('final', 'meta/realised_flip_rate', (run.get('noise') or {}).get('realised_flip_rate'))
     return rows
 

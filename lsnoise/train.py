@@ -58,22 +58,24 @@ def run_loss(cfg:TrainConfig, num_classes:int, T=None) -> RunLoss:
     T = method_T(cfg, num_classes) if T is None else T
     return RunLoss(M=bc_matrix(T)) if cfg.method == 'bc' else RunLoss(T=T)
 
-# %% ../nbs/08_train.ipynb #6896f9d2
+# %% ../nbs/08_train.ipynb #36be48d0
 def estimate_T(probs:torch.Tensor|np.ndarray, # (N, L) noisy-class probabilities of a CE-trained model
                percentile:float=97.0, # anchor percentile (100: plain arg-max)
               ) -> np.ndarray:
     "Patrini et al.'s anchor-point estimate of T from predicted noisy-class probabilities."
     p = np.asarray(probs.detach().cpu() if isinstance(probs, torch.Tensor) else probs, dtype=np.float64)
     L = p.shape[1]
+    pred = p.argmax(1)
     T = np.empty((L, L))
     for i in range(L):
-        col = p[:, i].copy()
-        if percentile < 100:
-            col[col >= np.percentile(col, percentile, method='higher')] = 0.0
-        T[i] = p[int(np.argmax(col))]
+        cand = np.flatnonzero(pred == i)
+        if not len(cand): cand = np.arange(len(p))                       # no input predicted as i: all inputs
+        order = cand[np.argsort(-p[cand, i], kind='stable')]
+        skip = int(np.floor((100 - percentile) / 100 * len(order))) if percentile < 100 else 0
+        T[i] = p[order[min(skip, len(order) - 1)]]
     return T / T.sum(1, keepdims=True)
 
-# %% ../nbs/08_train.ipynb #7e612e13
+# %% ../nbs/08_train.ipynb #40aad1ae
 def make_record(cfg:TrainConfig, rid:str, noise:dict, result:dict|None, schedule:dict, device, wall_s:float, T=None,
                 error:str|None=None, execution:dict|None=None, y_test:torch.Tensor|None=None, **extra) -> dict:
     "The run record {'run': ..., 'metrics': ...} of a finished training (`result`: one run of `engine.fit`)."
@@ -89,7 +91,7 @@ def make_record(cfg:TrainConfig, rid:str, noise:dict, result:dict|None, schedule
            'device': str(device), 'execution': execution, 'wall_s': wall_s, 'environment': environment()}
     return {'run': run, 'metrics': metrics}
 
-# %% ../nbs/08_train.ipynb #186c5990
+# %% ../nbs/08_train.ipynb #b11b56de
 def _data_for(cfgs, dev, data=None):
     "The data of each config: one `NoisyData` per (noise, rho), shared inputs."
     cache = {}
