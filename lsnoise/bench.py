@@ -15,8 +15,8 @@ from .losses import smeared_ce, ls_ce, backward_ce, forward_ce
 
 # %% auto #0
 __all__ = ['MAX_GROUP', 'TARGETS', 'time_side_by_side', 'bench_losses', 'bench_noise', 'cpu_default_configs', 'bench_batched',
-           'bench_batched_memory', 'bench_papermill', 'bench_cuda_pipeline', 'machine_info', 'run_benchmarks',
-           'format_table']
+           'cnn_compute', 'bench_batched_memory', 'bench_papermill', 'bench_cuda_pipeline', 'machine_info',
+           'run_benchmarks', 'format_table']
 
 # %% ../nbs/13_bench.ipynb #2d0ac38e
 def time_side_by_side(fns:dict, # name -> zero-argument callable
@@ -108,7 +108,7 @@ def _timed(f, *args):
     t = time.perf_counter(); out = f(*args)
     return time.perf_counter() - t, out
 
-# %% ../nbs/13_bench.ipynb #85a593ce
+# %% ../nbs/13_bench.ipynb #98601eb3
 #: The largest group the CPU grids use (lsnoise.train.group_configs' default).
 MAX_GROUP = 64
 
@@ -125,12 +125,15 @@ def cpu_default_configs(n:int, epochs:int=0) -> list:
 def bench_batched(k:int=MAX_GROUP, # runs in the group
                   singles:int=4, # runs timed one at a time (half before, half after the group)
                   epochs:int=0, # 0: the recipe's 60
+                  dataset:str='digits', model:str='mlp', # the data set and model of the runs
                  ) -> dict:
     "Runs per minute of one group of k runs over one run at a time, on the cpu-default recipe."
+    import dataclasses
     from lsnoise.config import TrainConfig
     from lsnoise.train import train, train_group
-    cfgs = cpu_default_configs(k, epochs)
-    train(TrainConfig(epochs=1, device='cpu'), progress=False); train_group([TrainConfig(epochs=1, device='cpu')], progress=False)
+    cfgs = [dataclasses.replace(c, dataset=dataset, model=model) for c in cpu_default_configs(k, epochs)]
+    warm = TrainConfig(dataset=dataset, model=model, epochs=1, device='cpu')
+    train(warm, progress=False); train_group([warm, dataclasses.replace(warm, seed=1)][:1], progress=False)
     single_times = []
     def one(c):
         t = time.perf_counter(); train(c, progress=False); single_times.append(time.perf_counter() - t)
@@ -141,7 +144,29 @@ def bench_batched(k:int=MAX_GROUP, # runs in the group
     return {'k': k, 'group_s': group, 'group_s_per_run': group / k, 'single_s_per_run': single,
             'runs_per_min_batched': 60 * k / group, 'runs_per_min_single': 60 / single, 'speedup': single / (group / k)}
 
-# %% ../nbs/13_bench.ipynb #b58f7c17
+# %% ../nbs/13_bench.ipynb #1ffc8cbf
+def cnn_compute(batch:int=64, steps:int=30) -> dict:
+    "GFLOP/s of one SmallCNN training step on mnist1d-shaped inputs, and the peak of a 2048^3 matrix product."
+    from lsnoise.models import SmallCNN
+    torch.manual_seed(0)
+    m = SmallCNN((1, 40), 10); opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.randn(batch, 1, 40), torch.randint(0, 10, (batch,))
+    def step():
+        loss = torch.nn.functional.cross_entropy(m(x), y); opt.zero_grad(); loss.backward(); opt.step()
+    for _ in range(5): step()
+    t = time.perf_counter()
+    for _ in range(steps): step()
+    dt = (time.perf_counter() - t) / steps
+    macs = 32 * 1 * 5 * 40 + 64 * 32 * 5 * 40 + 64 * 20 * 128 + 128 * 10      # forward multiply-adds per example
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    for _ in range(2): a @ b
+    t = time.perf_counter()
+    for _ in range(5): a @ b
+    peak = 2 * 2048 ** 3 / ((time.perf_counter() - t) / 5) / 1e9
+    achieved = 3 * 2 * macs * batch / dt / 1e9                               # forward + backward ~ 3 x forward
+    return {'cnn_step_ms': dt * 1e3, 'cnn_gflops': achieved, 'matmul_peak_gflops': peak, 'ceiling_speedup': peak / achieved}
+
+# %% ../nbs/13_bench.ipynb #54d91940
 def bench_batched_memory(k:int=MAX_GROUP, epochs:int=0) -> float:
     "Peak resident memory (GiB) of a fresh process training one group of k cpu-default runs."
     code = ("import resource; from lsnoise.bench import cpu_default_configs; from lsnoise.train import train_group; "
@@ -151,7 +176,7 @@ def bench_batched_memory(k:int=MAX_GROUP, epochs:int=0) -> float:
     if r.returncode: raise RuntimeError(f"memory probe failed: {r.stderr[-2000:]}")
     return int(r.stdout.split()[-1]) / 2**20     # ru_maxrss is in KiB on Linux
 
-# %% ../nbs/13_bench.ipynb #4ec631d7
+# %% ../nbs/13_bench.ipynb #8b0bd16e
 def bench_papermill(k:int=16, epochs:int=0) -> dict:
     "Wall time of one group run through papermill versus in-process; overhead per run and as a fraction."
     import nbformat, tempfile
@@ -169,7 +194,7 @@ def bench_papermill(k:int=16, epochs:int=0) -> dict:
     return {'k': k, 'in_process_s': inproc, 'papermill_s': pm, 'overhead_s_per_run': (pm - inproc) / k,
             'overhead_fraction': max(0.0, (pm - inproc) / pm)}
 
-# %% ../nbs/13_bench.ipynb #7b50b94a
+# %% ../nbs/13_bench.ipynb #c9bdd114
 def bench_cuda_pipeline(steps:int=200, batch_size:int=128, n:int=50_000) -> dict|None:
     "Images per second of ResNet-32 training: device-resident pipeline versus a DataLoader pipeline (None without CUDA)."
     if not torch.cuda.is_available(): return None
@@ -215,7 +240,7 @@ def bench_cuda_pipeline(steps:int=200, batch_size:int=128, n:int=50_000) -> dict
     a, b = run(resident()), run(loader())
     return {'resident': a, 'dataloader': b, 'speedup': a['images_per_s'] / b['images_per_s'], 'device': torch.cuda.get_device_name()}
 
-# %% ../nbs/13_bench.ipynb #e2f6ee56
+# %% ../nbs/13_bench.ipynb #18e0e80c
 TARGETS = {'loss_overhead_max': ('<=', 1.3), 'noise_speedup': ('>=', 50.0), 'noise_vectorised_s': ('<=', 0.2),
            'batched_speedup': ('>=', 5.0), 'batched_peak_rss_gib': ('<=', 4.0)}
 
@@ -235,6 +260,10 @@ def run_benchmarks(quick:bool=False, # fewer rounds and shorter loops: about a m
     say('corrupt_labels ...'); noise = bench_noise(loop_n=100_000 if quick else None, repeats=3 if quick else 7)
     k = 16 if quick else MAX_GROUP
     say(f'batched training (a group of {k}) ...'); batched = bench_batched(k=k, singles=2 if quick else 6)
+    kc = 8 if quick else 16
+    say(f'batched CNN training (mnist1d, a group of {kc}) ...')
+    batched_cnn = bench_batched(k=kc, singles=2, epochs=3 if quick else 10, dataset='mnist1d', model='cnn')
+    compute = cnn_compute()
     say('memory ...'); rss = bench_batched_memory(k=k)
     say('papermill ...'); pm = bench_papermill(k=8 if quick else 16, epochs=10 if quick else 0)
     say('CUDA ...' if torch.cuda.is_available() else 'no CUDA: skipping the GPU pipeline')
@@ -244,6 +273,7 @@ def run_benchmarks(quick:bool=False, # fewer rounds and shorter loops: about a m
            'loss_overhead_max': max(losses['ratios'].values()),
            'noise': noise, 'noise_speedup': noise['speedup_vs_multinomial_loop'], 'noise_vectorised_s': noise['vectorised_s'],
            'batched': batched, 'batched_speedup': batched['speedup'], 'batched_max_k': MAX_GROUP, 'batched_peak_rss_gib': rss,
+           'batched_cnn': batched_cnn, 'batched_cnn_speedup': batched_cnn['speedup'], 'cnn_compute': compute,
            'papermill': pm, 'papermill_overhead_fraction': pm['overhead_fraction'],
            'cuda': cuda, 'reproduction_wall_s': _reproduction_wall_s()}
     res['targets'] = {k: {'target': f'{op} {v:g}', 'value': res[k], 'met': res[k] <= v if op == '<=' else res[k] >= v}
@@ -280,6 +310,10 @@ def format_table(res:dict) -> str:
               f"  as one group                     {b['runs_per_min_batched']:7.1f} runs/min ({b['group_s_per_run']:.2f} s per run)",
               f"  speedup                          {b['speedup']:7.2f}x",
               f"  peak memory of a process training the group: {res['batched_peak_rss_gib']:.2f} GiB",
+              '', f"Batched CNN training, mnist1d, a group of {res['batched_cnn']['k']}: {res['batched_cnn']['single_s_per_run']:.2f} s per run alone, "
+              f"{res['batched_cnn']['group_s_per_run']:.2f} s per run in the group: speedup {res['batched_cnn_speedup']:.2f}x",
+              f"  one CNN run achieves {res['cnn_compute']['cnn_gflops']:.0f} GFLOP/s of a {res['cnn_compute']['matmul_peak_gflops']:.0f} GFLOP/s "
+              f"matrix-product peak: no grouping can exceed {res['cnn_compute']['ceiling_speedup']:.1f}x",
               '', f"papermill: a group of {pm['k']} in {pm['papermill_s']:.1f} s through a notebook, {pm['in_process_s']:.1f} s in-process: "
               f"{pm['overhead_s_per_run']:.2f} s per run, {100 * pm['overhead_fraction']:.0f}% of the notebook's wall time"]
     if res['cuda']:
