@@ -91,7 +91,7 @@ def make_record(cfg:TrainConfig, rid:str, noise:dict, result:dict|None, schedule
            'device': str(device), 'execution': execution, 'wall_s': wall_s, 'environment': environment()}
     return {'run': run, 'metrics': metrics}
 
-# %% ../nbs/08_train.ipynb #b11b56de
+# %% ../nbs/08_train.ipynb #9300c6eb
 def _data_for(cfgs, dev, data=None):
     "The data of each config: one `NoisyData` per (noise, rho), shared inputs."
     cache = {}
@@ -161,14 +161,18 @@ def _train_todo(cfgs, rids, outs, progress, data, checkpoint, keep_models, save_
         rec = make_record(c, rids[k], datas[k].noise, result, {'epochs': res['epochs'] if res else 0, 'steps': res['steps'] if res else 0},
                           res['device'] if res else dev, wall / max(len(ok), 1), Ts[k], errors[k], execution,
                           resumed_from_epoch=res['resumed_from_epoch'] if res else 0, y_test=d0.y_test)
-        model = res['model'].module(pos) if (pos is not None and (keep_models or save_models)) else None
-        if outs[k] is not None:
-            if save_models and model is not None: save_model(outs[k], model.state_dict())
-            write_record(outs[k], rec)
-        if keep_models: rec['model'] = model
-        records.append(rec)
+        records.append(_finish(rec, outs[k], res['model'].module(pos) if (pos is not None and (keep_models or save_models)) else None,
+                               keep_models, save_models))
     if ckpt is not None: Path(ckpt).unlink(missing_ok=True)      # every record is written: the checkpoint has served
     return records
+
+def _finish(rec, out, model, keep_models, save_models):
+    "Write a run's weights (if asked) and then its record, in that order; attach the model if asked."
+    if out is not None:
+        if save_models and model is not None: save_model(out, model.state_dict())
+        write_record(out, rec)
+    if keep_models: rec['model'] = model
+    return rec
 
 @torch.no_grad()
 def predict(model:torch.nn.Module, data:NoisyData, x:torch.Tensor, batch_size:int=2048) -> torch.Tensor:
@@ -200,12 +204,7 @@ def _train_estimated(cfg, rid, out, progress, data, keep_models, save_models, t0
                       res['device'] if res else data.device, time.time() - t0, T, error,
                       {'group_size': 1, 'position': 0, 'run_ids': [rid]} if res else None,
                       resumed_from_epoch=res['resumed_from_epoch'] if res else 0, y_test=data.y_test, **extra)
-    model = res['model'].module(0) if (res and (keep_models or save_models)) else None
-    if out is not None:
-        if save_models and model is not None: save_model(out, model.state_dict())
-        write_record(out, rec)
-    if keep_models: rec['model'] = model
-    return rec
+    return _finish(rec, out, res['model'].module(0) if (res and (keep_models or save_models)) else None, keep_models, save_models)
 
 def train(cfg:TrainConfig|dict, # the run's config (resolved here)
           out:str|Path|None=None, # directory for run.json, metrics.json and the checkpoint (None: nothing written)
