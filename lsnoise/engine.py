@@ -283,7 +283,7 @@ def evaluate_group(model, data:NoisyData, y_train:torch.Tensor, y_val:torch.Tens
     return [{'train/loss': train_loss[k], **rows[k], 'val/acc': va_[k]['val/acc'], 'val/nll': va_[k]['val/nll'],
              'val/top_class_share': share[k], **te_[k]} for k in range(len(rows))], te
 
-# %% ../nbs/07b_engine.ipynb #daf1e23f
+# %% ../nbs/07b_engine.ipynb #7913dcd3
 def _autocast(device, amp):
     return torch.autocast('cuda', dtype=torch.bfloat16) if (amp and device.type == 'cuda') else torch.autocast('cpu', enabled=False)
 
@@ -361,7 +361,7 @@ def fit(cfg:TrainConfig, # resolved config: optimiser, schedule, batch size, see
                 m = {'epoch': epoch + 1, 'step': state['step'], **mets[k]}
                 verdict = health(k, m, state['history'][k])
                 if verdict is None or (len(verdict) > 2 and verdict[2]):    # healthy, or a verdict that keeps its evaluation
-                    state['history'][k].append(finite_or_none(m)); state['test_logits'][k] = te[k].detach().cpu()
+                    state['history'][k].append(finite_or_none(m)); state['test_logits'][k] = te[k].detach().to('cpu', copy=True)   # a copy: a view would keep the whole evaluation alive
                 if verdict is not None: stop([k], verdict[0], lambda _k: verdict[1], epoch + 1)
         state['epoch'] = epoch + 1
         if bar is not None: bar.update(1); bar.set_postfix(alive=int(alive.sum()))
