@@ -166,12 +166,17 @@ def cnn_compute(batch:int=64, steps:int=30) -> dict:
     achieved = 3 * 2 * macs * batch / dt / 1e9                               # forward + backward ~ 3 x forward
     return {'cnn_step_ms': dt * 1e3, 'cnn_gflops': achieved, 'matmul_peak_gflops': peak, 'ceiling_speedup': peak / achieved}
 
-# %% ../nbs/13_bench.ipynb #54d91940
+# %% ../nbs/13_bench.ipynb #4bcccd31
 def bench_batched_memory(k:int=MAX_GROUP, epochs:int=0) -> float:
     "Peak resident memory (GiB) of a fresh process training one group of k cpu-default runs."
-    code = ("import resource; from lsnoise.bench import cpu_default_configs; from lsnoise.train import train_group; "
-            f"train_group(cpu_default_configs({k}, {epochs}), progress=False); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    # Linux carries the parent's peak RSS into a child through fork and exec, so the child first resets its own
+    # high-water mark (clear_refs 5) and reads VmHWM; ru_maxrss is the fallback where /proc is not there
+    code = ("import resource\n"
+            "try: open('/proc/self/clear_refs', 'w').write('5')\nexcept OSError: pass\n"
+            "from lsnoise.bench import cpu_default_configs; from lsnoise.train import train_group\n"
+            f"train_group(cpu_default_configs({k}, {epochs}), progress=False)\n"
+            "try: print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')))\n"
+            "except (OSError, StopIteration): print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=1200)
     if r.returncode: raise RuntimeError(f"memory probe failed: {r.stderr[-2000:]}")
     return int(r.stdout.split()[-1]) / 2**20     # ru_maxrss is in KiB on Linux
