@@ -21,12 +21,24 @@ from .metrics import evaluate_logits_group, denoising_group
 from .config import TrainConfig
 
 # %% auto #0
-__all__ = ['COLLAPSE_SHARE', 'COLLAPSE_CHANCE', 'COLLAPSE_PATIENCE', 'StackedMLP', 'StackedCNN', 'SingleModel', 'stack_models',
-           'init_model', 'RunLoss', 'GroupLoss', 'progress_bar', 'epochs_and_steps', 'milestone_steps',
+__all__ = ['COLLAPSE_SHARE', 'COLLAPSE_CHANCE', 'COLLAPSE_PATIENCE', 'Stacked', 'StackedMLP', 'StackedCNN', 'SingleModel',
+           'stack_models', 'init_model', 'RunLoss', 'GroupLoss', 'progress_bar', 'epochs_and_steps', 'milestone_steps',
            'finite_or_none', 'summarise', 'finite_health', 'is_collapsed', 'health_check', 'evaluate_group', 'fit']
 
-# %% ../nbs/07b_engine.ipynb #75a25a6a
-class StackedMLP:
+# %% ../nbs/07b_engine.ipynb #0a0cc464
+class Stacked:
+    "The shared part of the stacked layouts: `self.tensors`, each with a leading axis of K runs (no batch-norm state)."
+    def parameters(self): return self.tensors
+    def to(self, device, channels_last:bool=False):
+        self.tensors = [t.detach().to(device).requires_grad_() for t in self.tensors]
+        return self
+    def train(self, mode:bool=True): return self
+    def state_dict(self): return [t.detach().clone() for t in self.tensors]
+    def load_state_dict(self, sd):
+        with torch.no_grad():
+            for t, v in zip(self.tensors, sd): t.copy_(v)
+
+class StackedMLP(Stacked):
     "K MLPs as stacked tensors in the layout batched matrix products like best: weights (K, in, out), biases (K, 1, out)."
     PAD = 16   # the last layer's outputs are zero-padded to a multiple of this: tiny bmm widths are slow on the CPU
 
@@ -42,21 +54,12 @@ class StackedMLP:
             if n == 'fc': w, b = F.pad(w, (0, pad)), F.pad(b, (0, pad))
             self.tensors += [w.contiguous().requires_grad_(), b.contiguous().requires_grad_()]
 
-    def parameters(self): return self.tensors
-    def to(self, device, channels_last:bool=False):
-        self.tensors = [t.detach().to(device).requires_grad_() for t in self.tensors]
-        return self
-    def train(self, mode:bool=True): return self
     def __call__(self, x):
         "(K, B, L) logits of the K models on the shared batch x."
         K = self.tensors[0].shape[0]
         h = x.flatten(1).expand(K, -1, -1)
         for i in range(0, len(self.tensors) - 2, 2): h = torch.baddbmm(self.tensors[i + 1], h, self.tensors[i]).relu_()
         return torch.baddbmm(self.tensors[-1], h, self.tensors[-2])[..., :self.num_classes]
-    def state_dict(self): return [t.detach().clone() for t in self.tensors]
-    def load_state_dict(self, sd):
-        with torch.no_grad():
-            for t, v in zip(self.tensors, sd): t.copy_(v)
     def module(self, k:int) -> nn.Module:
         "Run k as an ordinary `MLP`."
         m = copy.deepcopy(self.template).to(self.tensors[0].device)
@@ -68,7 +71,7 @@ class StackedMLP:
         m.load_state_dict(sd)
         return m
 
-class StackedCNN:
+class StackedCNN(Stacked):
     "K `SmallCNN`s as grouped convolutions (K x channels) and batched matrix products; weights stacked with a leading K."
     def __init__(self, models:list):
         self.template, self.K = copy.deepcopy(models[0]), len(models)
@@ -79,11 +82,6 @@ class StackedCNN:
                         st(lambda m: m.body[1].weight).transpose(1, 2).contiguous(), st(lambda m: m.body[1].bias).unsqueeze(1),
                         st(lambda m: m.fc.weight).transpose(1, 2).contiguous(), st(lambda m: m.fc.bias).unsqueeze(1)]
         self.tensors = [t.requires_grad_() for t in self.tensors]
-    def parameters(self): return self.tensors
-    def to(self, device, channels_last:bool=False):
-        self.tensors = [t.detach().to(device).requires_grad_() for t in self.tensors]
-        return self
-    def train(self, mode:bool=True): return self
     def __call__(self, x):
         "(K, B, L) logits of the K models on the shared batch x."
         w1, b1, w2, b2, l1, lb, fw, fb = self.tensors
@@ -92,10 +90,6 @@ class StackedCNN:
         h = conv(h, w2.reshape(-1, *w2.shape[2:]), b2.reshape(-1), padding=self.pad, groups=self.K).relu_()
         h = pool(h, 2).reshape(x.shape[0], self.K, -1).transpose(0, 1)        # (K, B, features), each run's own channels
         return torch.baddbmm(fb, torch.baddbmm(lb, h, l1).relu_(), fw)
-    def state_dict(self): return [t.detach().clone() for t in self.tensors]
-    def load_state_dict(self, sd):
-        with torch.no_grad():
-            for t, v in zip(self.tensors, sd): t.copy_(v)
     def module(self, k:int) -> nn.Module:
         "Run k as an ordinary `SmallCNN`."
         m = copy.deepcopy(self.template).to(self.tensors[0].device)
