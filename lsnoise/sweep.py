@@ -271,7 +271,7 @@ def _write_files(root:Path, files:dict):
     for rel in sorted(files, key=lambda r: Path(r).name == 'run.json'):
         atomic_write(root / rel, lambda t: t.write_bytes(files[rel]))
 
-# %% ../nbs/11_sweep.ipynb #e926355a
+# %% ../nbs/11_sweep.ipynb #221a9137
 def grid_status(grid:Grid, runs_dir:str|Path='runs') -> dict:
     "{state: [run ids]} of every run of the grid."
     root = Path(runs_dir) / grid.name
@@ -323,7 +323,6 @@ def sweep(grid_path:str|Path, # the grid file
     root.mkdir(parents=True, exist_ok=True)
     work = root / '_work' / f'{socket.gethostname()}-{os.getpid()}'     # this sweeper's own scratch folder
     t0, done_runs = time.time(), 0
-    counts = {s: len(v) for s, v in status.items()}
     def report(u, result, i):
         nonlocal done_runs
         done_runs += len(u.runs)
