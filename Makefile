@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: reproduce test test-deps bench docs readme venv
+.PHONY: reproduce reproduce-followup test test-deps bench docs readme venv
 
 $(STAMP): settings.ini setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ venv: $(STAMP)
 
 reproduce: $(STAMP)
 	$(BIN)/lsnoise reproduce
+
+# the main job plus the grids beyond the paper (negative smoothing, warm-up, clipping, FC teachers)
+reproduce-followup: $(STAMP)
+	$(BIN)/lsnoise reproduce --followup
 
 # the figure and report notebooks (20-25, 30) are executed by tests/test_reproduce.py, which checks them against the
 # committed figures and report, and by the docs build: nbdev_test leaves them out rather than execute them a third time

@@ -9,8 +9,8 @@ from pathlib import Path
 from .nbexec import execute_notebook
 
 # %% auto #0
-__all__ = ['REPRODUCE_GRIDS', 'REPRODUCE_NOTEBOOKS', 'render_readme', 'update_headline', 'reproduce', 'add_config_args',
-           'build_parser', 'main']
+__all__ = ['REPRODUCE_GRIDS', 'FOLLOWUP_GRIDS', 'REPRODUCE_NOTEBOOKS', 'PENULTIMATE', 'render_readme', 'keep_outputs',
+           'update_headline', 'reproduce', 'add_config_args', 'build_parser', 'main']
 
 # %% ../nbs/12_cli.ipynb #58af3945
 def render_readme(nb_path:str|Path='nbs/index.ipynb', # the index notebook
@@ -28,7 +28,7 @@ def render_readme(nb_path:str|Path='nbs/index.ipynb', # the index notebook
             if code: parts.append(f"```python\n{code}\n```")
     return '<!-- Generated from nbs/index.ipynb by `lsnoise readme`: edit the notebook, not this file. -->\n\n' + '\n\n'.join(parts) + '\n'
 
-# %% ../nbs/12_cli.ipynb #3754f378
+# %% ../nbs/12_cli.ipynb #86794083
 def _cmd_bench(args):
     from lsnoise.bench import run_benchmarks
     res = run_benchmarks(quick=args.quick, json_path=args.json)
@@ -45,9 +45,24 @@ def _cmd_readme(args):
     return 0
 
 #: The main job: the CPU grids it runs and collects, then the notebooks it executes (figures and report), in order.
-REPRODUCE_GRIDS = ('experiments/cpu-default.yaml', 'experiments/cpu-default-distill.yaml', 'experiments/cpu-default-estimated.yaml')
+REPRODUCE_GRIDS = ('experiments/cpu-default.yaml', 'experiments/cpu-default-distill.yaml', 'experiments/cpu-default-estimated.yaml',
+                   'experiments/cpu-mnist1d.yaml', 'experiments/cpu-mnist1d-distill.yaml', 'experiments/cpu-mnist1d-estimated.yaml')
+# beyond the paper (negative smoothing, warm-up, clipping, FC teachers): `lsnoise reproduce --followup` trains them too
+FOLLOWUP_GRIDS = ('experiments/cpu-followup.yaml', 'experiments/cpu-followup-distill.yaml',
+                  'experiments/cpu-mnist1d-followup.yaml', 'experiments/cpu-mnist1d-followup-distill.yaml')
 REPRODUCE_NOTEBOOKS = ('04_theory', '20_fig_accuracy', '21_fig_denoising', '22_fig_calibration', '23_fig_shrinkage',
-                       '24_fig_distillation', '25_fig_penultimate', '30_reproduction')
+                       '24_fig_distillation', '25_fig_penultimate', '26_mnist1d_recipe', '27_fig_negative_alpha', '30_reproduction')
+# the penultimate-layer tables: file -> the training grid whose data set, model and recipe the two models share
+PENULTIMATE = {'cpu-default-penultimate.csv': 'experiments/cpu-default.yaml', 'cpu-mnist1d-penultimate.csv': 'experiments/cpu-mnist1d.yaml'}
+
+def keep_outputs(executed:str|Path, # a notebook executed by `reproduce`
+                 dst:str|Path, # the source notebook in nbs/, rewritten with the outputs
+                ) -> None:
+    "Write an executed narrative notebook back over its source, with outputs and without run-specific metadata (nbdev_clean)."
+    import shutil
+    from nbdev.clean import nbdev_clean
+    shutil.copyfile(executed, dst)
+    nbdev_clean(fname=str(dst))
 
 def update_headline(root:str|Path='.') -> None:
     "Copy results/headline.md into nbs/index.ipynb (between the headline markers) and re-render README.md."
@@ -69,8 +84,9 @@ def reproduce(root:str|Path='.', # repository root
               out:str|Path='runs/reproduce', # where the executed notebooks go (relative to root)
               workers:int=2, # parallel units of the sweeps
               sweeps:bool=True, # run the grids and collect them (False: re-draw from results/ only)
+              followup:bool=False, # also run and collect the follow-up grids (`FOLLOWUP_GRIDS`)
              ) -> list:
-    "The main job: run and collect the CPU grids, then execute the figure and report notebooks; print the wall time."
+    "The main job: run and collect the CPU grids, then execute the figure and report notebooks (kept with their outputs in nbs/); print the wall time."
     import time
     try: import papermill
     except ImportError: raise SystemExit("lsnoise reproduce needs papermill: pip install -e '.[dev]' (or run `make reproduce`)")
@@ -81,17 +97,19 @@ def reproduce(root:str|Path='.', # repository root
     old_wall = json.loads(meta.read_text()).get('reproduction_wall_s') if meta.exists() else None   # collect rewrites the meta
     trained = False
     if sweeps:
-        from lsnoise.sweep import sweep, collect, load_grid, grid_status
-        trained = any(grid_status(load_grid(root / g), root / 'runs')['pending'] for g in REPRODUCE_GRIDS)
-        for g in REPRODUCE_GRIDS:
-            sweep(root / g, workers=workers, runs_dir=root / 'runs')
-            collect(root / g, root / 'runs', results)
-        pen = results / 'cpu-default-penultimate.csv'
-        if not pen.exists():
-            print('penultimate-layer projections (two models) ...', flush=True)
+        from lsnoise.sweep import sweep_grids, collect, load_grid, grid_status
+        grids = REPRODUCE_GRIDS + (FOLLOWUP_GRIDS if followup else ())
+        trained = any(grid_status(load_grid(root / g), root / 'runs')['pending'] for g in grids)
+        sweep_grids([root / g for g in grids], workers=workers, runs_dir=root / 'runs')   # one pool: no idle tail per grid
+        for g in grids: collect(root / g, root / 'runs', results)
+        for name, g in PENULTIMATE.items():
+            pen = results / name
+            if pen.exists(): continue
+            print(f'penultimate-layer projections (two models) for {name} ...', flush=True)
             from lsnoise.representations import penultimate_table
             from lsnoise.core import atomic_write
-            table = penultimate_table()
+            base = load_grid(root / g).spec['base']
+            table = penultimate_table(**{k: base[k] for k in ('dataset', 'model', 'width', 'epochs', 'noise', 'recipe', 'device') if k in base})
             atomic_write(pen, lambda t: table.to_csv(t, index=False, float_format='%.6g'))
     todo = [nbs / f'{n}.ipynb' for n in REPRODUCE_NOTEBOOKS if (nbs / f'{n}.ipynb').exists()]
     done = []
@@ -99,6 +117,7 @@ def reproduce(root:str|Path='.', # repository root
         t = time.time()
         print(f"[{i}/{len(todo)}] {nb.name} ...", end=' ', flush=True)
         execute_notebook(nb, out / nb.name, cwd=nbs)
+        keep_outputs(out / nb.name, nb)          # committed with their outputs: readable without running anything
         print(f"done in {time.time() - t:.1f} s", flush=True)
         done.append(out / nb.name)
     update_headline(root)
@@ -114,7 +133,7 @@ def reproduce(root:str|Path='.', # repository root
     return done
 
 def _cmd_reproduce(args):
-    reproduce(args.root, workers=args.workers, sweeps=not args.from_results); return 0
+    reproduce(args.root, workers=args.workers, sweeps=not args.from_results, followup=args.followup); return 0
 
 def _flag_type(p):
     "argparse type of a schema parameter: its base type, `recipe` for None where allowed, its allowed values checked."
@@ -207,6 +226,16 @@ def _cmd_collect(args):
     df, rep = collect(args.grid, args.runs_dir, args.results_dir)
     return 0
 
+def _cmd_noise_export(args):
+    from lsnoise.data import export_noisy_labels
+    try:
+        info = export_noisy_labels(args.dataset, args.noise, args.rho, args.seed, args.out, root=args.data_root or None)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"lsnoise noise export: {e}", file=sys.stderr); return 1
+    print(f"{args.out}: {info['n']} labels of {args.dataset}, {args.noise} rho {args.rho:g} seed {args.seed}, flip rate {info['flip_rate']:.4f}, "
+          f"SHA-256 {info['labels_sha256']} (sidecar {args.out}.json)")
+    return 0
+
 def _cmd_docs(args):
     from lsnoise.docs import build_site, DocsBuildError
     try: build_site(args.root, args.out, mathjax=args.mathjax, workers=args.workers, force=args.force, only=args.only or None)
@@ -246,10 +275,22 @@ def build_parser() -> argparse.ArgumentParser:
     co = sub.add_parser('collect', help='tidy results table of a grid')
     co.add_argument('grid'); co.add_argument('--runs-dir', default='runs'); co.add_argument('--results-dir', default='results')
     co.set_defaults(func=_cmd_collect)
+    nz = sub.add_parser('noise', help='noise files: export the exact noisy training labels of a noise draw')
+    nsub = nz.add_subparsers(dest='noise_command', metavar='ACTION', required=True)
+    ex = nsub.add_parser('export', help='write the noisy training labels as .npy plus a JSON sidecar (train on them with --noise file:PATH)')
+    from lsnoise.data import DATASETS
+    ex.add_argument('--dataset', required=True, choices=DATASETS, help='data set')
+    ex.add_argument('--noise', required=True, help='noise kind (as for lsnoise train --noise)')
+    ex.add_argument('--rho', type=float, default=0.0, help='noise rate in [0, 1] (0 for labels read from a file)')
+    ex.add_argument('--seed', type=int, default=0, help='seed of the noise draw')
+    ex.add_argument('--out', required=True, metavar='FILE.npy', help='the labels file; its sidecar is FILE.npy.json')
+    ex.add_argument('--data-root', default='', help="data directory ('' for the default)")
+    ex.set_defaults(func=_cmd_noise_export)
     rp = sub.add_parser('reproduce', help='the main job: execute the reproduction notebooks')
     rp.add_argument('--root', default='.', help='repository root (default: the current directory)')
     rp.add_argument('--workers', type=int, default=2, help='parallel units of the sweeps (default: 2)')
     rp.add_argument('--from-results', action='store_true', help='skip the sweeps: re-draw figures and the report from results/')
+    rp.add_argument('--followup', action='store_true', help='also train the follow-up grids (negative smoothing, warm-up, clipping, FC teachers)')
     rp.set_defaults(func=_cmd_reproduce)
     dc = sub.add_parser('docs', help='build the docs site from the notebooks (static HTML in _site/)')
     dc.add_argument('--root', default='.', help='repository root (default: the current directory)')

@@ -32,7 +32,7 @@ def soft_ce(logits:torch.Tensor, # (N, L) student logits
     loss = -(probs * F.log_softmax(logits / tau, 1)).sum(1)
     return loss.mean() if reduction == 'mean' else loss.sum() if reduction == 'sum' else loss
 
-# %% ../nbs/09_distill.ipynb #7d50c43a
+# %% ../nbs/09_distill.ipynb #7b8233de
 def _link_students(teacher_dir:Path, student_ids:list):
     p = teacher_dir / 'run.json'
     run = json.loads(p.read_text())
@@ -45,7 +45,7 @@ def _teacher(tcfg, tdir, data):
     if rec is None or rec['run']['status'] != 'done': return None
     weights = load_model(tdir, data.device)
     if weights is None: return None                                 # a record without weights (an older layout): retrain
-    model = build_model(tcfg.model, data.input_shape, data.num_classes).to(data.device)
+    model = build_model(tcfg.model, data.input_shape, data.num_classes, tcfg.width).to(data.device)
     model.load_state_dict(weights)
     return {**rec, 'model': model}
 
@@ -101,7 +101,7 @@ def distill_group(cfgs:list, # DistillConfigs (or dicts) of students that share 
             continue
         tid = run_id(tcfg)
         if tid not in logits_of: logits_of[tid] = predict(trec['model'], data, data.x_train)
-        hard = run_loss(scfg, L) if w > 0 else RunLoss(M=np.eye(L))
+        hard = run_loss(scfg, L, noise_info=data.noise) if w > 0 else RunLoss(M=np.eye(L))
         losses.append((i, RunLoss(M=hard.M, T=hard.T, soft=torch.softmax(logits_of[tid] / tau, 1), tau=tau, weight=w)))
     res = None
     if losses:
@@ -121,7 +121,7 @@ def distill_group(cfgs:list, # DistillConfigs (or dicts) of students that share 
         execution = {'group_size': len(ok), 'position': pos, 'run_ids': [sids[j] for j in ok], 'group_wall_s': wall} if pos is not None else None
         rec = make_record(scfg, sids[i], data.noise, res['runs'][pos] if pos is not None else None,
                           {'epochs': res['epochs'] if res else 0, 'steps': res['steps'] if res else 0}, res['device'] if res else dev,
-                          wall / max(len(ok), 1), method_T(scfg, L) if w > 0 else None, errors.get(i), execution,
+                          wall / max(len(ok), 1), method_T(scfg, L, noise_info=data.noise) if w > 0 else None, errors.get(i), execution,
                           y_test=data.y_test, kind='student', tau=tau, distill_weight=w, teacher=teacher)
         rec['run']['config'].update(tau=tau, distill_weight=w)
         if outs[i] is not None: write_record(outs[i], rec)

@@ -15,7 +15,7 @@ from .train import train
 # %% auto #0
 __all__ = ['template_plane', 'project', 'penultimate_table']
 
-# %% ../nbs/09a_representations.ipynb #5821f46e
+# %% ../nbs/09a_representations.ipynb #f0b4fef1
 def template_plane(weight:torch.Tensor, classes) -> torch.Tensor:
     "(2, d) orthonormal basis of the plane through the last-layer templates of three classes."
     a, b, c = (weight[k].detach().double() for k in classes)
@@ -28,22 +28,25 @@ def project(model, data, x:torch.Tensor, classes) -> np.ndarray:
     basis = template_plane(model.fc.weight, classes)
     model.eval()
     with torch.no_grad(): h = model.features(normalise(data, x)).double()
-    return ((h - model.fc.weight[classes[0]].detach().double()) @ basis.T).numpy()
+    return ((h - model.fc.weight[classes[0]].detach().double()) @ basis.T).cpu().numpy()
 
 def penultimate_table(rho:float=0.4, # noise rate
                       alphas=(0.0, 0.8), # LS strengths to compare (0 is cross-entropy)
                       classes=(3, 5, 8), # the three classes
-                      seed:int=0, dataset:str='digits', noise:str='uniform', device='cpu') -> pd.DataFrame:
+                      seed:int=0, dataset:str='digits', noise:str='uniform', device='cpu',
+                      **config, # further `TrainConfig` fields shared by the models, e.g. model='cnn', width=8, epochs=20
+                     ) -> pd.DataFrame:
     "Train one model per alpha and return the projected activations of the three classes (test and training examples)."
     rows = []
     for a in alphas:
-        rec = train(TrainConfig(dataset=dataset, noise=noise, rho=rho, method='ce' if a == 0 else 'ls', alpha=a, seed=seed, device=device), progress=False)
+        rec = train(TrainConfig(dataset=dataset, noise=noise, rho=rho, method='ce' if a == 0 else 'ls', alpha=a, seed=seed, device=device, **config),
+                    progress=False)
         model = rec['model']
         data = make_noisy_data(dataset, noise, rho, seed, device=device)
         for split, x, y_true, y_obs in (('test', data.x_test, data.y_test, data.y_test), ('train', data.x_train, data.y_train_clean, data.y_train)):
             keep = torch.isin(y_true, torch.tensor(classes))
             xy = project(model, data, x[keep], list(classes))
-            rows.append(pd.DataFrame({'alpha': a, 'rho': rho, 'seed': seed, 'split': split, 'true_class': y_true[keep].numpy(),
-                                      'observed_class': y_obs[keep].numpy(), 'x': xy[:, 0], 'y': xy[:, 1],
+            rows.append(pd.DataFrame({'alpha': a, 'rho': rho, 'seed': seed, 'split': split, 'true_class': y_true[keep].cpu().numpy(),
+                                      'observed_class': y_obs[keep].cpu().numpy(), 'x': xy[:, 0], 'y': xy[:, 1],
                                       'test_acc': rec['metrics']['final']['test/acc']}))
     return pd.concat(rows, ignore_index=True)

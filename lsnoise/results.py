@@ -13,11 +13,11 @@ from .core import atomic_write, atomic_write_json, environment
 from .store import RUN_STATES, run_status
 
 # %% auto #0
-__all__ = ['COLUMNS', 'EPOCH_METRICS', 'tidy_rows', 'collect_runs', 'write_results', 'results_meta', 'load_results', 'select',
-           'summarise', 'curve', 'assert_design']
+__all__ = ['COLUMNS', 'EPOCH_METRICS', 'tidy_rows', 'collect_runs', 'write_results', 'results_meta', 'load_results', 'with_meta',
+           'select', 'summarise', 'curve', 'assert_design']
 
-# %% ../nbs/10_results.ipynb #097dc93b
-COLUMNS = ['run_id', 'grid', 'dataset', 'model', 'noise', 'rho', 'method', 'alpha', 'tau', 'teacher_alpha', 'teacher_method',
+# %% ../nbs/10_results.ipynb #ab8860c5
+COLUMNS = ['run_id', 'grid', 'dataset', 'model', 'noise', 'noise_sha256', 'rho', 'method', 'alpha', 'tau', 'teacher_alpha', 'teacher_method',
            'seed', 'epoch', 'split', 'metric', 'value']
 EPOCH_METRICS = ('test/acc', 'train/memorised')
 
@@ -27,6 +27,7 @@ def tidy_rows(run:dict, metrics:dict, grid:str, epoch_metrics=EPOCH_METRICS) -> 
     teacher = run.get('teacher') or {}
     tc = teacher.get('config') or {}
     ident = {'run_id': run['run_id'], 'grid': grid, 'dataset': c['dataset'], 'model': c['model'], 'noise': c['noise'],
+             'noise_sha256': ((run.get('noise') or {}).get('labels_sha256') or '')[:16],   # the labels trained on (first 16 hex digits)
              'rho': c['rho'], 'method': c['method'], 'alpha': c['alpha'], 'tau': run.get('tau', math.nan),
              'teacher_alpha': tc.get('alpha', math.nan), 'teacher_method': tc.get('method', ''), 'seed': c['seed']}
     rows = []
@@ -49,6 +50,10 @@ def tidy_rows(run:dict, metrics:dict, grid:str, epoch_metrics=EPOCH_METRICS) -> 
     if run.get('stopped_at') is not None: add('final', 'meta/stopped_at', run['stopped_at'])
     if run.get('T_estimation_error') is not None: add('final', 'meta/T_estimation_error', run['T_estimation_error'])
     add('final', 'meta/realised_flip_rate', (run.get('noise') or {}).get('realised_flip_rate'))
+    for k in ('width', 'epochs'):                  # the architecture's width and the training length, where the config sets them
+        if c.get(k) is not None: add('final', f'meta/{k}', c[k])
+    for k in ('warmup_epochs', 'clip'):            # a warm-up or a probability floor, where the run has one
+        if c.get(k): add('final', f'meta/{k}', c[k])
     return rows
 
 # %% ../nbs/10_results.ipynb #37313100
@@ -84,12 +89,19 @@ def results_meta(grid_spec:dict, report:dict, extra:dict|None=None) -> dict:
             'counts': {k: len(v) for k, v in report.items()},
             'problems': {k: [list(x) for x in v] for k, v in report.items() if k != 'done' and v}, **(extra or {})}
 
-# %% ../nbs/10_results.ipynb #8e030e55
+# %% ../nbs/10_results.ipynb #a7e1c5ae
 def load_results(name:str, results_dir:str|Path='results') -> pd.DataFrame:
-    "The tidy table results/<name>.csv, with `epoch` as text (numbers, 'final', 'best')."
+    "The tidy table results/<name>.csv, with `epoch` (numbers, 'final', 'best') and the labels digest `noise_sha256` as text."
     p = Path(results_dir) / f'{name}.csv'
     if not p.exists(): raise FileNotFoundError(f"{p} does not exist: run the grid and collect it first (make reproduce)")
-    return pd.read_csv(p, dtype={'epoch': str})
+    return pd.read_csv(p, dtype={'epoch': str, 'noise_sha256': str})
+
+def with_meta(df:pd.DataFrame, *keys, default:float=0.0) -> pd.DataFrame:
+    "`df` with one column per run-level meta value in `keys` (e.g. 'warmup_epochs', 'clip'); `default` where a run has none."
+    m = df[(df.split == 'meta') & (df.epoch == 'final') & df.metric.isin(keys)].pivot_table(index='run_id', columns='metric', values='value')
+    out = df.drop(columns=[k for k in keys if k in df.columns])
+    for k in keys: out[k] = out.run_id.map(m[k]).fillna(default) if k in m else default
+    return out
 
 def select(df:pd.DataFrame, split:str, metric:str, epoch:str='final', **where) -> pd.DataFrame:
     "Rows of one metric at one epoch (and any column == value filters)."
@@ -115,8 +127,8 @@ def curve(s:pd.DataFrame, # output of `summarise` grouped by (rho, method, alpha
     return a, m, e
 
 def assert_design(df:pd.DataFrame, factors:dict, seeds:int, **where) -> None:
-    "Fail unless every combination of `factors` (column -> values) has `seeds` finished runs."
-    d = df[(df.epoch == 'final') & (df.split == 'test') & (df.metric == 'acc')]
+    "Fail unless every combination of `factors` (column -> values) has `seeds` finished runs (a run that diverged before its first evaluation counts)."
+    d = df[(df.epoch == 'final') & (df.split == 'meta') & (df.metric == 'diverged')]      # one row per collected run, whatever its fate
     for k, v in where.items(): d = d[d[k] == v]
     counts = d.groupby(list(factors)).run_id.nunique()
     import itertools

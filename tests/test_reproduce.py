@@ -5,7 +5,7 @@ from matplotlib.image import imread
 from lsnoise.cli import reproduce, REPRODUCE_NOTEBOOKS, render_readme
 
 FIGURES = ('fig1_logistic_losses', 'fig_shrinkage_omega', 'fig_synthetic_boundaries', 'fig_accuracy_vs_alpha', 'fig_denoising',
-           'fig_calibration', 'fig_shrinkage', 'fig_distillation', 'fig_penultimate')
+           'fig_calibration', 'fig_shrinkage', 'fig_distillation', 'fig_penultimate', 'fig_negative_alpha')
 
 def test_main_job_redraws_everything_from_results(root, tmp_path):
     for d in ('nbs', 'results', 'experiments'): shutil.copytree(root / d, tmp_path / d)
@@ -26,10 +26,18 @@ def test_main_job_redraws_everything_from_results(root, tmp_path):
     assert head in (tmp_path / 'README.md').read_text() and head in (root / 'README.md').read_text()
     assert (tmp_path / 'README.md').read_text() == render_readme(tmp_path / 'nbs' / 'index.ipynb')
     assert (tmp_path / 'results' / 'reproduction.md').read_text() == (root / 'results' / 'reproduction.md').read_text()
+    # the narrative notebooks are committed with their outputs, and a re-run leaves them byte-identical
+    for n in REPRODUCE_NOTEBOOKS:
+        nb = json.loads((tmp_path / 'nbs' / f'{n}.ipynb').read_text())
+        assert any(c.get('outputs') for c in nb['cells'] if c['cell_type'] == 'code'), f"{n}: written back without outputs"
+        assert (tmp_path / 'nbs' / f'{n}.ipynb').read_bytes() == (root / 'nbs' / f'{n}.ipynb').read_bytes(), f"{n}.ipynb: its outputs changed on a re-run"
 
 def test_committed_results_are_complete(root):
     meta = json.loads((root / 'results' / 'cpu-default.meta.json').read_text())
-    assert meta['counts'] == {'done': 216, 'failed': 0, 'pending': 0, 'corrupt': 0}
     assert meta['reproduction_wall_s'] > 0          # recorded (how long it may take is a benchmark's business, not a test's)
-    dmeta = json.loads((root / 'results' / 'cpu-default-distill.meta.json').read_text())
-    assert dmeta['counts']['done'] == 90 and dmeta['environment']['git_commit']
+    for grid, n in (('cpu-default', 216), ('cpu-default-distill', 90), ('cpu-default-estimated', 12), ('cpu-mnist1d', 144),
+                    ('cpu-mnist1d-distill', 72), ('cpu-mnist1d-estimated', 12), ('mnist1d-recipe', 18), ('cpu-followup', 90),
+                    ('cpu-followup-distill', 27), ('cpu-mnist1d-followup', 90), ('cpu-mnist1d-followup-distill', 27)):
+        m = json.loads((root / 'results' / f'{grid}.meta.json').read_text())
+        assert m['counts'] == {'done': n, 'failed': 0, 'pending': 0, 'corrupt': 0}, (grid, m['counts'])
+        assert m['environment']['git_commit']

@@ -270,3 +270,19 @@ def test_ray_backend_matches_local(root, tmp_path):
         tables.append(pd.read_csv(tmp_path / which / 'smoke.csv').sort_values(['run_id', 'epoch', 'split', 'metric']).reset_index(drop=True))
     pd.testing.assert_frame_equal(tables[0], tables[1])
     assert tables[0].run_id.nunique() == 12
+
+def test_several_grids_in_one_pool(root, tmp_path):
+    "sweep_grids runs the units of several grids (train and distill) through one pool, most expensive first, then finds nothing to do."
+    from lsnoise.sweep import sweep_grids, load_grid, grid_status
+    a = write_grid(tmp_path / 'a.yaml', root, name='pool-a', base={'epochs': 2, 'device': 'cpu'},
+                   grid={'rho': [0.2, 0.4]}, cases=[{'method': ['ce'], 'alpha': [0.0]}, {'method': ['ls'], 'alpha': [-0.4], 'warmup_epochs': [1]}])
+    b = write_grid(tmp_path / 'b.yaml', root, name='pool-b', template=str(root / 'nbs' / 'experiments' / 'distill_noisy.ipynb'),
+                   base={'epochs': 2, 'device': 'cpu', 'rho': 0.4, 'teacher_method': 'fc'}, grid={'teacher_alpha': [0.2], 'tau': [1.0, 2.0]})
+    out = sweep_grids([a, b], workers=2, runs_dir=tmp_path / 'runs', echo=False)
+    assert {k: (len(v['done']), len(v['pending']), len(v['failed'])) for k, v in out.items()} == {'pool-a': (4, 0, 0), 'pool-b': (2, 0, 0)}
+    rec = json.loads(next(p for p in (tmp_path / 'runs' / 'pool-a').glob('*/run.json') if json.loads(p.read_text())['config']['warmup_epochs']).read_text())
+    assert rec['config']['alpha'] == -0.4 and rec['status'] in ('done', 'collapsed')
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / 'runs').rglob('run.json')}
+    again = sweep_grids([a, b], workers=2, runs_dir=tmp_path / 'runs', echo=False)
+    assert again == out and {p: p.stat().st_mtime_ns for p in (tmp_path / 'runs').rglob('run.json')} == stamps   # nothing trained again
+    assert grid_status(load_grid(b), tmp_path / 'runs')['done'] == out['pool-b']['done']
