@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: reproduce reproduce-followup test test-deps bench docs readme venv
+.PHONY: reproduce reproduce-followup test test-deps bench docs readme venv gpu-check
 
 $(STAMP): settings.ini setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ test-deps: $(STAMP)
 	  { DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core; }
 	$(BIN)/python -c "from lsnoise.docs import local_mathjax; print(local_mathjax('_build'))"
+
+# the GPU acceptance check: needs only torch, numpy, pandas and pyyaml (no venv, no papermill, no data download);
+# writes results/gpucheck-<date>-<gpu>.json, which the sweep's packing and cost estimates read
+gpu-check:
+	PYTHONPATH=$(CURDIR) $(PYTHON) -m lsnoise.gpucheck --out results
 
 bench: $(STAMP)
 	$(BIN)/lsnoise bench --json runs/bench.json

@@ -16,7 +16,7 @@ __all__ = ['METHODS', 'T_SOURCES', 'RECIPES', 'DEVICE_PATTERN', 'RECIPE_DEFAULTS
            'check_type', 'config_from', 'check_device_name', 'resolve', 'run_id', 'DistillConfig', 'split_distill',
            'student_id', 'parameters_cell']
 
-# %% ../nbs/07a_config.ipynb #b4a21826
+# %% ../nbs/07a_config.ipynb #ae5d5fbc
 METHODS = ('ce', 'ls', 'fc', 'bc')
 T_SOURCES = ('alpha', 'true', 'estimated')
 RECIPES = ('cpu', 'paper-cifar')
@@ -56,6 +56,7 @@ class TrainConfig:
     estimate_percentile: float = param(97.0, 'T estimation: anchor at this percentile of p(noisy i | x), in (0, 100]')
     device: str = param('auto', 'auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps; checked when the run starts')
     amp: bool = param(True, 'bf16 autocast and channels_last on CUDA')
+    compile: bool = param(False, 'torch.compile the training forward pass (off until measured on the target GPU)')
     eval_every: int = param(1, 'evaluate every k epochs (and always after the last), k at least 1')
     data_root: str = param('', "data directory ('' for the default, see lsnoise.data.data_dir)")
 

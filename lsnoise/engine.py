@@ -373,7 +373,7 @@ def evaluate_group(model, data:NoisyData, y_train:torch.Tensor, y_val:torch.Tens
     return [{'train/loss': train_loss[k], **rows[k], 'val/acc': va_[k]['val/acc'], 'val/nll': va_[k]['val/nll'],
              'val/top_class_share': share[k], **te_[k]} for k in range(len(rows))], te
 
-# %% ../nbs/07b_engine.ipynb #b86bad36
+# %% ../nbs/07b_engine.ipynb #fdea0b9c
 def _autocast(device, amp):
     return torch.autocast('cuda', dtype=torch.bfloat16) if (amp and device.type == 'cuda') else torch.autocast('cpu', enabled=False)
 
@@ -409,6 +409,7 @@ def fit(cfg:TrainConfig, # resolved config: optimiser, schedule, batch size, see
     epochs, steps = epochs_and_steps(cfg, len(data.y_train))
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestone_steps(cfg, steps), 0.1)
     if dev.type == 'cuda': torch.backends.cudnn.benchmark = True     # fixed shapes: let cuDNN pick its fastest kernels once
+    forward = torch.compile(model.__call__) if cfg.compile else model   # training steps only: evaluation stays eager, in float32
     alive = torch.ones(K, dtype=torch.bool, device=dev)
     frozen = None                                     # parameters of the stopped runs, restored after every step
     state = {'epoch': 0, 'step': 0, 'history': [[] for _ in range(K)], 'status': ['done'] * K, 'reason': [None] * K,
@@ -442,7 +443,7 @@ def fit(cfg:TrainConfig, # resolved config: optimiser, schedule, batch size, see
         for idx, x in train_batches(data, cfg.batch_size, cfg.seed, epoch):
             if state['step'] >= steps or not n_alive: break
             if amp and x.ndim == 4: x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(dev, amp): logits = model(x)
+            with _autocast(dev, amp): logits = forward(x)
             raw = loss(logits.float(), y_train[:, idx], idx)
             finite = torch.isfinite(raw)
             nonfinite |= ~finite

@@ -18,12 +18,12 @@ from .nbexec import execute_notebook
 
 # %% auto #0
 __all__ = ['GRID_KEYS', 'RESERVED', 'MALLOC_ENV', 'TRAIN_SIZES', 'ASSUMED_IMAGES_PER_S', 'MODEL_COST', 'GridError', 'Grid',
-           'template_parameters', 'load_grid', 'run_key', 'teacher_key', 'Unit', 'plan', 'execute_unit', 'claim_path',
-           'needs_work', 'run_claimed', 'held_elsewhere', 'grid_cost', 'throughput_table', 'cost_text', 'grid_status',
-           'sweep', 'unit_cost', 'sweep_grids', 'collect']
+           'template_parameters', 'load_grid', 'run_key', 'teacher_key', 'Unit', 'choose_pack', 'plan', 'execute_unit',
+           'claim_path', 'needs_work', 'run_claimed', 'held_elsewhere', 'grid_cost', 'throughput_table', 'cost_text',
+           'grid_status', 'sweep', 'unit_cost', 'sweep_grids', 'collect']
 
-# %% ../nbs/11_sweep.ipynb #31a17af9
-GRID_KEYS = ('name', 'template', 'base', 'grid', 'cases', 'description')
+# %% ../nbs/11_sweep.ipynb #d6960426
+GRID_KEYS = ('name', 'template', 'base', 'grid', 'cases', 'description', 'max_pack')
 RESERVED = ('out_dir', 'teacher_dir', 'runs_json', 'num_threads')   # set by the runner, never by a grid
 
 class GridError(ValueError):
@@ -40,13 +40,22 @@ class Grid:
     defaults: dict = field(default_factory=dict)   # the template's own parameter values (read once)
 
 def template_parameters(template:str|Path) -> dict:
-    "name -> (default, type name, help) of the template's `parameters` cell (as papermill reads it)."
-    import ast, nbformat
-    from papermill.inspection import inspect_notebook
-    nb = nbformat.read(str(template), as_version=4)
-    if not any('parameters' in c.get('metadata', {}).get('tags', []) for c in nb.cells):
-        raise GridError(f"{template}: no cell tagged 'parameters'")
-    return {k: (ast.literal_eval(p['default']), p['inferred_type_name'], p['help']) for k, p in inspect_notebook(str(template)).items()}
+    "name -> (default, type name, help) of the template's `parameters` cell (as papermill reads it; without papermill, read the same way)."
+    import ast
+    cells = json.loads(Path(template).read_text())['cells']
+    tagged = [c for c in cells if 'parameters' in c.get('metadata', {}).get('tags', [])]
+    if not tagged: raise GridError(f"{template}: no cell tagged 'parameters'")
+    try: from papermill.inspection import inspect_notebook
+    except ImportError: inspect_notebook = None       # a bare GPU machine: plan and estimate without papermill
+    if inspect_notebook is not None:
+        return {k: (ast.literal_eval(p['default']), p['inferred_type_name'], p['help']) for k, p in inspect_notebook(str(template)).items()}
+    out = {}
+    for line in ''.join(tagged[0]['source']).splitlines():       # `name: type = default  # help`, one per line
+        code, _, help_ = line.partition('#')
+        node = ast.parse(code.strip()).body[0] if code.strip() else None
+        if isinstance(node, ast.AnnAssign):
+            out[node.target.id] = (ast.literal_eval(node.value), ast.unparse(node.annotation).strip("'\""), help_.strip())
+    return out
 
 def _check_value(path, where, value, default, typ):
     ok = {'bool': lambda v: isinstance(v, bool), 'int': lambda v: isinstance(v, int) and not isinstance(v, bool),
@@ -103,7 +112,7 @@ def load_grid(path:str|Path) -> Grid:
         except ValueError as e: raise GridError(f"{path}: run {i} {json.dumps(r, sort_keys=True)}: {e}") from None
     return g
 
-# %% ../nbs/11_sweep.ipynb #6a18da49
+# %% ../nbs/11_sweep.ipynb #7a559056
 def _kind(grid:Grid) -> str:
     return {'train_noisy': 'train', 'distill_noisy': 'distill'}.get(grid.template.stem, 'generic')
 
@@ -133,7 +142,22 @@ class Unit:
     runs: list            # [{'params': ..., 'run_id': ..., 'out_dir': ..., 'teacher_dir': ...}]
     gpu: bool = False
 
-def plan(grid:Grid, runs_dir:str|Path='runs', max_group:int=64) -> list:
+def choose_pack(grid:Grid, results_dir:str|Path|None=None) -> int:
+    """How many CIFAR ResNets of this grid train packed on one GPU: the best group size of the latest GPU acceptance
+    check (`results/gpucheck-*.json`, measured on a real GPU, so memory and throughput decided it), capped by the
+    grid's `max_pack` (default 16); 1 (one run per GPU) until a check has been run."""
+    cap = grid.spec.get('max_pack', 16)
+    if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1: raise GridError(f"{grid.path}: max_pack: must be an integer at least 1, got {cap!r}")
+    results_dir = Path(results_dir) if results_dir is not None else Path(grid.path).resolve().parents[1] / 'results'
+    for f in sorted(results_dir.glob('gpucheck-*.json'), reverse=True):
+        try: r = json.loads(f.read_text())
+        except (OSError, ValueError): continue
+        if r.get('dry'): continue
+        best = (r.get('projection') or {}).get('best_pack') or {}
+        if best: return max(1, min(cap, max(best.values())))
+    return 1
+
+def plan(grid:Grid, runs_dir:str|Path='runs', max_group:int=64, max_pack:int|None=None) -> list:
     "The units of work of a grid, each with its runs' ids and folders."
     root = Path(runs_dir) / grid.name
     kind = _kind(grid)
@@ -148,7 +172,7 @@ def plan(grid:Grid, runs_dir:str|Path='runs', max_group:int=64) -> list:
         from lsnoise.train import group_configs
         names = {f.name for f in dataclasses.fields(TrainConfig)}
         cfgs = [resolve({k: v for k, v in {**defaults, **it['params']}.items() if k in names}) for it in items]
-        groups = group_configs(cfgs, max_size=max_group)
+        groups = group_configs(cfgs, max_size=max_group, max_pack=choose_pack(grid) if max_pack is None else max_pack)
         gpu = lambda g: cfgs[g[0]].model.startswith('resnet')
         units = [([items[i] for i in g], gpu(g)) for g in groups]
     elif kind == 'distill':
@@ -278,7 +302,7 @@ def _write_files(root:Path, files:dict):
     for rel in sorted(files, key=lambda r: Path(r).name == 'run.json'):
         atomic_write(root / rel, lambda t: t.write_bytes(files[rel]))
 
-# %% ../nbs/11_sweep.ipynb #ce5e73c1
+# %% ../nbs/11_sweep.ipynb #6199923f
 TRAIN_SIZES = {'digits': 1_297, 'mnist1d': 4_000, 'mnist1d-large': 16_000, 'cifar10': 50_000, 'cifar100': 50_000}
 ASSUMED_IMAGES_PER_S = {'resnet20': 6_000, 'resnet32': 4_000, 'resnet56': 2_500}   # per run, one run per GPU: an assumption, not a measurement
 
@@ -308,7 +332,7 @@ def throughput_table(results_dir:str|Path='results') -> tuple:
         try: best = json.loads(f.read_text()).get('projection', {}).get('images_per_s_per_run')
         except (OSError, ValueError): continue
         if best: return best, f"measured: {f.name}"
-    return dict(ASSUMED_IMAGES_PER_S), 'assumed (no GPU measurement in results/ yet: run make gpu-check on a GPU)'
+    return dict(ASSUMED_IMAGES_PER_S), 'assumed, not measured: no GPU result in results/ yet; run make gpu-check on a GPU'
 
 def cost_text(cost:dict, results_dir:str|Path='results') -> str:
     "One paragraph: what a plan trains and, for GPU grids, its estimated GPU-hours."

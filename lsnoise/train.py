@@ -22,10 +22,10 @@ from .store import finished_record, write_record, save_model
 __all__ = ['GROUP_FIELDS', 'STACKABLE_MODELS', 'group_key', 'group_configs', 'true_T', 'method_T', 'run_loss', 'warmup_phase',
            'estimate_T', 'make_record', 'train_group', 'predict', 'train']
 
-# %% ../nbs/08_train.ipynb #609cff6c
+# %% ../nbs/08_train.ipynb #c718ec1a
 GROUP_FIELDS = ('dataset', 'model', 'width', 'seed', 'recipe', 'epochs', 'steps', 'batch_size', 'lr', 'momentum', 'nesterov', 'weight_decay',
-                'milestones', 'val_fraction', 'device', 'amp', 'eval_every', 'data_root')
-STACKABLE_MODELS = ('mlp', 'cnn')
+                'milestones', 'val_fraction', 'device', 'amp', 'compile', 'eval_every', 'data_root')
+STACKABLE_MODELS = ('mlp', 'cnn', 'resnet20', 'resnet32', 'resnet56')   # the ResNets pack (engine.PackedResNet), up to max_pack
 
 def group_key(cfg:TrainConfig|dict) -> tuple|None:
     "The key that runs trained together must share, or None if the run trains alone."
@@ -35,8 +35,8 @@ def group_key(cfg:TrainConfig|dict) -> tuple|None:
 
 def _estimated(c) -> bool: return c.method in ('fc', 'bc') and c.T_source == 'estimated'
 
-def group_configs(cfgs:list, max_size:int=64) -> list:
-    "Partition configs into lists of indices that can train together (at most `max_size` each, a group split into equal parts); the others alone."
+def group_configs(cfgs:list, max_size:int=64, max_pack:int=1) -> list:
+    "Partition configs into lists of indices that can train together (at most `max_size` each, `max_pack` for ResNets; a group split into equal parts)."
     groups, order = {}, []
     for i, c in enumerate(cfgs):
         k = group_key(c)
@@ -45,7 +45,8 @@ def group_configs(cfgs:list, max_size:int=64) -> list:
         groups[k].append(i)
     out = []
     for k in order:                  # the fewest parts of at most max_size, of equal size (72 -> 36 + 36, not 64 + 8)
-        g = groups[k]; n = -(-len(g) // max_size); size = -(-len(g) // n)
+        cap = max_pack if (k[0] != 'single' and str(resolve(cfgs[groups[k][0]]).model).startswith('resnet')) else max_size
+        g = groups[k]; n = -(-len(g) // cap); size = -(-len(g) // n)
         out += [g[s:s + size] for s in range(0, len(g), size)]
     return out
 

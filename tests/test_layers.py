@@ -6,8 +6,8 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / 'lsnoise'
 #: The layers, lowest first; a module may import only modules of its own layer or below.
 LAYERS = [('core',), ('noise', 'smearing', 'losses', 'metrics', 'theory', 'labels', 'data', 'models'), ('config',), ('engine',), ('store',),
-          ('train', 'distill', 'representations'), ('nbexec',), ('results', 'evidence', 'sweep'), ('cli', 'bench', 'docs')]
-TOOLS = ('bench', 'docs')          # tools on top: nothing in the runtime imports them (the cli only dispatches to them)
+          ('train', 'distill', 'representations'), ('nbexec',), ('results', 'evidence', 'sweep'), ('cli', 'bench', 'docs', 'gpucheck')]
+TOOLS = ('bench', 'docs', 'gpucheck')          # tools on top: nothing in the runtime imports them (the cli only dispatches to them)
 
 def imports():
     "module -> {(imported module, names)} of every `lsnoise` import in lsnoise/*.py (function-level imports included)."
