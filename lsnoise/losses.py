@@ -194,7 +194,7 @@ def backward_ce(logits:torch.Tensor, # (N, L) raw scores
         loss = _smeared(x, y, t['M'], t['M_sums'])
     return _reduce(loss, reduction, logits.dtype)
 
-# %% ../nbs/03_losses.ipynb #464e0590
+# %% ../nbs/03_losses.ipynb #d4519b1c
 class _FCGather(torch.autograd.Function):
     "-logsumexp_k(log p[cols_k] + logv_k) per row (sparse T: only the classes that reach y), gradient p - w scattered back."
     @staticmethod
@@ -228,9 +228,14 @@ class _FCDense(torch.autograd.Function):
         q = w.sum(1, keepdim=True)
         w.div_(q)                                           # posterior of the clean class given the noisy label
         loss = -q.log().squeeze(1)
-        bad = (q.squeeze(1) < torch.finfo(q.dtype).tiny ** 0.5).nonzero().squeeze(1)
-        if len(bad):                                        # some p_i underflowed where they matter: redo those rows
-            loss[bad], w[bad] = _fc_dense_logspace(x[bad], logTt.index_select(0, y[bad]))
+        badm = q.squeeze(1) < torch.finfo(q.dtype).tiny ** 0.5
+        if x.is_cuda:                                       # no host sync: every row in log space too, kept where needed
+            l2, w2 = _fc_dense_logspace(x, logTt.index_select(0, y))
+            loss, w = torch.where(badm, l2, loss), torch.where(badm[:, None], w2, w)
+        else:
+            bad = badm.nonzero().squeeze(1)
+            if len(bad):                                    # some p_i underflowed where they matter: redo those rows
+                loss[bad], w[bad] = _fc_dense_logspace(x[bad], logTt.index_select(0, y[bad]))
         ctx.save_for_backward(p, w)
         return loss
 
