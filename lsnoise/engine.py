@@ -26,7 +26,7 @@ __all__ = ['COLLAPSE_SHARE', 'COLLAPSE_CHANCE', 'COLLAPSE_PATIENCE', 'SYNC_EVERY
            'progress_bar', 'epochs_and_steps', 'milestone_steps', 'finite_or_none', 'summarise', 'finite_health',
            'is_collapsed', 'health_check', 'evaluate_group', 'fit']
 
-# %% ../nbs/07b_engine.ipynb #a937fedc
+# %% ../nbs/07b_engine.ipynb #4cb215fe
 class Stacked:
     "The shared part of the stacked layouts: `self.tensors`, each with a leading axis of K runs (no batch-norm state)."
     def parameters(self): return self.tensors
@@ -157,7 +157,7 @@ class PackedResNet(nn.Module):
             self.blocks.append(b)
         self.fc_w = nn.Parameter(torch.stack([m.fc.weight.detach().t() for m in models]))      # (K, 64, L)
         self.fc_b = nn.Parameter(torch.stack([m.fc.bias.detach()[None] for m in models]))      # (K, 1, L)
-        self.template = copy.deepcopy(models[0])
+        self._template = (copy.deepcopy(models[0]),)   # in a tuple: not a submodule, so neither trained nor in the state
 
     def forward(self, x):
         "(K, B, L) logits of the K runs on the shared batch x."
@@ -177,7 +177,7 @@ class PackedResNet(nn.Module):
 
     def run(self, k:int) -> nn.Module:
         "Run k as an ordinary `CifarResNet` (weights and batch-norm statistics)."
-        m = copy.deepcopy(self.template).to(self.fc_w.device)
+        m = copy.deepcopy(self._template[0]).to(self.fc_w.device)
         sl = lambda t, n: t.detach()[k * n:(k + 1) * n]
         def put_conv(dst, src): dst.weight.data.copy_(sl(src.weight, dst.out_channels))
         def put_bn(dst, src):
