@@ -22,7 +22,7 @@ from .store import finished_record, write_record, save_model
 __all__ = ['GROUP_FIELDS', 'STACKABLE_MODELS', 'group_key', 'group_configs', 'true_T', 'method_T', 'run_loss', 'warmup_phase',
            'estimate_T', 'make_record', 'train_group', 'predict', 'train']
 
-# %% ../nbs/08_train.ipynb #c718ec1a
+# %% ../nbs/08_train.ipynb #35e99385
 GROUP_FIELDS = ('dataset', 'model', 'width', 'seed', 'recipe', 'epochs', 'steps', 'batch_size', 'lr', 'momentum', 'nesterov', 'weight_decay',
                 'milestones', 'val_fraction', 'device', 'amp', 'compile', 'eval_every', 'data_root')
 STACKABLE_MODELS = ('mlp', 'cnn', 'resnet20', 'resnet32', 'resnet56')   # the ResNets pack (engine.PackedResNet), up to max_pack
@@ -45,7 +45,7 @@ def group_configs(cfgs:list, max_size:int=64, max_pack:int=1) -> list:
         groups[k].append(i)
     out = []
     for k in order:                  # the fewest parts of at most max_size, of equal size (72 -> 36 + 36, not 64 + 8)
-        cap = max_pack if (k[0] != 'single' and str(resolve(cfgs[groups[k][0]]).model).startswith('resnet')) else max_size
+        cap = max_pack if (k[0] != 'single' and k[GROUP_FIELDS.index('model')].startswith('resnet')) else max_size
         g = groups[k]; n = -(-len(g) // cap); size = -(-len(g) // n)
         out += [g[s:s + size] for s in range(0, len(g), size)]
     return out
@@ -102,14 +102,14 @@ def estimate_T(probs:torch.Tensor|np.ndarray, # (N, L) noisy-class probabilities
         T[i] = p[order[min(skip, len(order) - 1)]]
     return T / T.sum(1, keepdims=True)
 
-# %% ../nbs/08_train.ipynb #871f713a
+# %% ../nbs/08_train.ipynb #7852f1d1
 def make_record(cfg:TrainConfig, rid:str, noise:dict, result:dict|None, schedule:dict, device, wall_s:float, T=None,
                 error:str|None=None, execution:dict|None=None, y_test:torch.Tensor|None=None, **extra) -> dict:
     "The run record {'run': ..., 'metrics': ...} of a finished training (`result`: one run of `engine.fit`)."
     history = result['history'] if result else []
     status = 'failed' if error else result['status']
     if status != 'failed' and status != 'done': error = result['reason']
-    metrics = {'epochs': history, **summarise(history, cfg.warmup_epochs + 1)}   # `best` is never a warm-up epoch
+    metrics = {'epochs': history, **(summarise(history) if result is None else {k: result[k] for k in ('final', 'best', 'best_epoch')})}
     if result and result.get('test_logits') is not None and history and y_test is not None:
         metrics['test_reliability'] = reliability_bins(result['test_logits'], y_test.cpu())   # the final evaluation's test predictions
     run = {'run_id': rid, 'config': asdict(cfg), 'status': status, 'error': error,
@@ -118,7 +118,7 @@ def make_record(cfg:TrainConfig, rid:str, noise:dict, result:dict|None, schedule
            'device': str(device), 'execution': execution, 'wall_s': wall_s, 'environment': environment()}
     return {'run': run, 'metrics': metrics}
 
-# %% ../nbs/08_train.ipynb #edf4d574
+# %% ../nbs/08_train.ipynb #f78e1187
 def _data_for(cfgs, dev, data=None):
     "The data of each config: one `NoisyData` per (noise, rho), shared inputs."
     cache = {}
@@ -164,33 +164,41 @@ def _train_todo(cfgs, rids, outs, progress, data, checkpoint, keep_models, save_
     c0 = cfgs[0]
     dev = get_device(c0.device)                      # the hardware is checked here, when the runs start
     datas = _data_for(cfgs, dev, data)
-    d0, L = datas[0], datas[0].num_classes
+    L = datas[0].num_classes
     if _estimated(c0): return _train_estimated(cfgs, rids, outs, progress, datas, checkpoint, keep_models, save_models, t0)
     errors, losses, Ts = [None] * len(cfgs), [None] * len(cfgs), [None] * len(cfgs)
     for k, c in enumerate(cfgs):                     # a singular T fails that run only, before training
         try: Ts[k] = method_T(c, L, noise_info=datas[k].noise); losses[k] = run_loss(c, L, Ts[k])
         except ValueError as e: errors[k] = str(e)
+    n_ok = errors.count(None)
+    return _fit_and_record(cfgs, rids, outs, datas, Ts, losses, errors, progress, checkpoint, keep_models, save_models, t0,
+                           c0.method if n_ok == 1 else f'group of {n_ok}')
+
+def _fit_and_record(cfgs, rids, outs, datas, Ts, losses, errors, progress, checkpoint, keep_models, save_models, t0, desc,
+                    extras=None, done_ckpts=()):
+    "Train the runs without an error (`errors[k] is None`) as one group, then write every run's record (and weights) in order."
+    d0, L = datas[0], datas[0].num_classes
     ok = [k for k in range(len(cfgs)) if errors[k] is None]
     res, ckpt = None, None
     if ok:
         ckpt = checkpoint or _group_ckpt([outs[k] for k in ok], [rids[k] for k in ok])
-        models = [init_model(cfgs[k], d0.input_shape, L) for k in ok]
-        phase, best_from = warmup_phase([cfgs[k] for k in ok], [losses[k] for k in ok], L, dev)
-        res = fit(c0, d0, models, torch.stack([datas[k].y_train for k in ok]), torch.stack([datas[k].y_val for k in ok]),
-                  GroupLoss([losses[k] for k in ok], L, dev), ckpt=ckpt, ident=[rids[k] for k in ok], progress=progress,
-                  desc=c0.method if len(ok) == 1 else f'group of {len(ok)}', phase=phase, best_from=best_from)
+        phase, best_from = warmup_phase([cfgs[k] for k in ok], [losses[k] for k in ok], L, d0.device)
+        res = fit(cfgs[ok[0]], d0, [init_model(cfgs[k], d0.input_shape, L) for k in ok], torch.stack([datas[k].y_train for k in ok]),
+                  torch.stack([datas[k].y_val for k in ok]), GroupLoss([losses[k] for k in ok], L, d0.device), ckpt=ckpt,
+                  ident=[rids[k] for k in ok], progress=progress, desc=desc, phase=phase, best_from=best_from)
     wall = time.time() - t0
     records = []
     for k, c in enumerate(cfgs):
         pos = ok.index(k) if k in ok else None
-        result = res['runs'][pos] if pos is not None else None
         execution = {'group_size': len(ok), 'position': pos, 'run_ids': [rids[j] for j in ok], 'group_wall_s': wall} if pos is not None else None
-        rec = make_record(c, rids[k], datas[k].noise, result, {'epochs': res['epochs'] if res else 0, 'steps': res['steps'] if res else 0},
-                          res['device'] if res else dev, wall / max(len(ok), 1), Ts[k], errors[k], execution,
-                          resumed_from_epoch=res['resumed_from_epoch'] if res else 0, y_test=d0.y_test)
+        rec = make_record(c, rids[k], datas[k].noise, res['runs'][pos] if pos is not None else None,
+                          {'epochs': res['epochs'] if res else 0, 'steps': res['steps'] if res else 0}, res['device'] if res else d0.device,
+                          wall / max(len(ok), 1), Ts[k], errors[k], execution, resumed_from_epoch=res['resumed_from_epoch'] if res else 0,
+                          y_test=d0.y_test, **(extras[k] if extras else {}))
         records.append(_finish(rec, outs[k], res['model'].module(pos) if (pos is not None and (keep_models or save_models)) else None,
                                keep_models, save_models))
-    if ckpt is not None: Path(ckpt).unlink(missing_ok=True)      # every record is written: the checkpoint has served
+    for f in (ckpt, *done_ckpts):
+        if f is not None: Path(f).unlink(missing_ok=True)      # every record is written: the checkpoints have served
     return records
 
 def _finish(rec, out, model, keep_models, save_models):
@@ -231,25 +239,8 @@ def _train_estimated(cfgs, rids, outs, progress, datas, checkpoint, keep_models,
                        'T_estimation_error': float(np.abs(T - true_T(c, L, d.noise)).sum(1).max())})
         try: losses[k] = run_loss(c, L, T)
         except ValueError as e: errors[k] = str(e)             # a singular estimate fails that run only
-    ok = [k for k in range(K) if errors[k] is None]
-    res, ckpt = None, checkpoint or (_group_ckpt([outs[k] for k in ok], [rids[k] for k in ok]) if ok else None)
-    if ok:
-        phase, best_from = warmup_phase([cfgs[k] for k in ok], [losses[k] for k in ok], L, d0.device)
-        res = fit(cfgs[ok[0]], d0, [init_model(cfgs[k], d0.input_shape, L) for k in ok], y[ok], yv[ok], GroupLoss([losses[k] for k in ok], L, d0.device),
-                  ckpt=ckpt, ident=[rids[k] for k in ok], progress=progress,
-                  desc=f'{cfgs[0].method} with estimated T ({len(ok)} run(s))', phase=phase, best_from=best_from)
-    wall = time.time() - t0
-    records = []
-    for k, c in enumerate(cfgs):
-        pos = ok.index(k) if k in ok else None
-        execution = {'group_size': len(ok), 'position': pos, 'run_ids': [rids[j] for j in ok], 'group_wall_s': wall} if pos is not None else None
-        rec = make_record(c, rids[k], datas[k].noise, res['runs'][pos] if pos is not None else None,
-                          {'epochs': res['epochs'] if res else 0, 'steps': res['steps'] if res else 0}, res['device'] if res else d0.device,
-                          wall / K, Ts[k], errors[k], execution, resumed_from_epoch=res['resumed_from_epoch'] if res else 0, y_test=d0.y_test, **extras[k])
-        records.append(_finish(rec, outs[k], res['model'].module(pos) if (pos is not None and (keep_models or save_models)) else None, keep_models, save_models))
-    for f in (_group_ckpt(outs, rids, '-stage1'), ckpt):
-        if f is not None: Path(f).unlink(missing_ok=True)        # every record is written: the checkpoints have served
-    return records
+    return _fit_and_record(cfgs, rids, outs, datas, Ts, losses, errors, progress, checkpoint, keep_models, save_models, t0,
+                           f'{cfgs[0].method} with estimated T ({K} run(s))', extras, done_ckpts=(_group_ckpt(outs, rids, '-stage1'),))
 
 def train(cfg:TrainConfig|dict, # the run's config (resolved here)
           out:str|Path|None=None, # directory for run.json, metrics.json and the checkpoint (None: nothing written)
