@@ -18,9 +18,9 @@ from .nbexec import execute_notebook
 
 # %% auto #0
 __all__ = ['GRID_KEYS', 'RESERVED', 'MALLOC_ENV', 'TRAIN_SIZES', 'ASSUMED_IMAGES_PER_S', 'MODEL_COST', 'GridError', 'Grid',
-           'template_parameters', 'load_grid', 'run_key', 'teacher_key', 'Unit', 'choose_pack', 'plan', 'execute_unit',
-           'claim_path', 'needs_work', 'run_claimed', 'held_elsewhere', 'grid_cost', 'throughput_table', 'cost_text',
-           'grid_status', 'sweep', 'unit_cost', 'sweep_grids', 'collect']
+           'template_parameters', 'load_grid', 'run_key', 'teacher_key', 'Unit', 'latest_gpucheck', 'grid_results_dir',
+           'choose_pack', 'plan', 'execute_unit', 'claim_path', 'needs_work', 'run_claimed', 'held_elsewhere',
+           'grid_cost', 'throughput_table', 'cost_text', 'grid_status', 'sweep', 'unit_cost', 'sweep_grids', 'collect']
 
 # %% ../nbs/11_sweep.ipynb #d6960426
 GRID_KEYS = ('name', 'template', 'base', 'grid', 'cases', 'description', 'max_pack')
@@ -112,7 +112,7 @@ def load_grid(path:str|Path) -> Grid:
         except ValueError as e: raise GridError(f"{path}: run {i} {json.dumps(r, sort_keys=True)}: {e}") from None
     return g
 
-# %% ../nbs/11_sweep.ipynb #7a559056
+# %% ../nbs/11_sweep.ipynb #f8277bc0
 def _kind(grid:Grid) -> str:
     return {'train_noisy': 'train', 'distill_noisy': 'distill'}.get(grid.template.stem, 'generic')
 
@@ -142,20 +142,27 @@ class Unit:
     runs: list            # [{'params': ..., 'run_id': ..., 'out_dir': ..., 'teacher_dir': ...}]
     gpu: bool = False
 
+def latest_gpucheck(results_dir:str|Path) -> tuple|None:
+    "(result, file) of the latest GPU acceptance check measured on a real GPU (`--dry` runs measure nothing), or None."
+    for f in sorted(Path(results_dir).glob('gpucheck-*.json'), reverse=True):
+        try: r = json.loads(f.read_text())
+        except (OSError, ValueError): continue
+        if not r.get('dry'): return r, f
+    return None
+
+def grid_results_dir(grid:Grid) -> Path:
+    "The `results/` folder of the repository a grid file belongs to (grids live in `<repo>/experiments/`)."
+    return Path(grid.path).resolve().parents[1] / 'results'
+
 def choose_pack(grid:Grid, results_dir:str|Path|None=None) -> int:
     """How many CIFAR ResNets of this grid train packed on one GPU: the best group size of the latest GPU acceptance
     check (`results/gpucheck-*.json`, measured on a real GPU, so memory and throughput decided it), capped by the
     grid's `max_pack` (default 16); 1 (one run per GPU) until a check has been run."""
     cap = grid.spec.get('max_pack', 16)
     if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1: raise GridError(f"{grid.path}: max_pack: must be an integer at least 1, got {cap!r}")
-    results_dir = Path(results_dir) if results_dir is not None else Path(grid.path).resolve().parents[1] / 'results'
-    for f in sorted(results_dir.glob('gpucheck-*.json'), reverse=True):
-        try: r = json.loads(f.read_text())
-        except (OSError, ValueError): continue
-        if r.get('dry'): continue
-        best = (r.get('projection') or {}).get('best_pack') or {}
-        if best: return max(1, min(cap, max(best.values())))
-    return 1
+    latest = latest_gpucheck(grid_results_dir(grid) if results_dir is None else results_dir)
+    best = ((latest[0].get('projection') or {}).get('best_pack') or {}) if latest else {}
+    return max(1, min(cap, max(best.values()))) if best else 1
 
 def plan(grid:Grid, runs_dir:str|Path='runs', max_group:int=64, max_pack:int|None=None) -> list:
     "The units of work of a grid, each with its runs' ids and folders."
@@ -302,7 +309,7 @@ def _write_files(root:Path, files:dict):
     for rel in sorted(files, key=lambda r: Path(r).name == 'run.json'):
         atomic_write(root / rel, lambda t: t.write_bytes(files[rel]))
 
-# %% ../nbs/11_sweep.ipynb #6199923f
+# %% ../nbs/11_sweep.ipynb #eeeefc34
 TRAIN_SIZES = {'digits': 1_297, 'mnist1d': 4_000, 'mnist1d-large': 16_000, 'cifar10': 50_000, 'cifar100': 50_000}
 ASSUMED_IMAGES_PER_S = {'resnet20': 6_000, 'resnet32': 4_000, 'resnet56': 2_500}   # per run, one run per GPU: an assumption, not a measurement
 
@@ -311,11 +318,10 @@ def grid_cost(grid:Grid, units:list|None=None) -> dict:
     from lsnoise.engine import epochs_and_steps
     units = plan(grid) if units is None else units
     out = {'trainings': 0, 'steps': 0, 'images': {}, 'gpu': any(u.gpu for u in units)}
-    seen_teachers = set()
+    seen_teachers, names = set(), {f.name for f in dataclasses.fields(TrainConfig)}
     for u in units:
         for it in u.runs:
             p = {**grid.defaults, **it['params']}
-            names = {f.name for f in dataclasses.fields(TrainConfig)}
             c = resolve({k: v for k, v in p.items() if k in names})
             n_train = int(round(TRAIN_SIZES[c.dataset] * (1 - c.val_fraction)))
             _, steps = epochs_and_steps(c, n_train)
@@ -327,11 +333,9 @@ def grid_cost(grid:Grid, units:list|None=None) -> dict:
 
 def throughput_table(results_dir:str|Path='results') -> tuple:
     "({model: images/s per run}, source): from the latest GPU acceptance check in `results_dir`, else the stated assumption."
-    files = sorted(Path(results_dir).glob('gpucheck-*.json'))
-    for f in reversed(files):
-        try: best = json.loads(f.read_text()).get('projection', {}).get('images_per_s_per_run')
-        except (OSError, ValueError): continue
-        if best: return best, f"measured: {f.name}"
+    latest = latest_gpucheck(results_dir)
+    best = ((latest[0].get('projection') or {}).get('images_per_s_per_run')) if latest else None
+    if best: return best, f"measured: {latest[1].name}"
     return dict(ASSUMED_IMAGES_PER_S), 'assumed, not measured: no GPU result in results/ yet; run make gpu-check on a GPU'
 
 def cost_text(cost:dict, results_dir:str|Path='results') -> str:
@@ -343,7 +347,7 @@ def cost_text(cost:dict, results_dir:str|Path='results') -> str:
     per = ', '.join(f"{m} {table.get(m, min(table.values())):,.0f}" for m in cost['images'])
     return line + f"; about {hours:,.1f} GPU-hours at {per} images/s per run ({source})"
 
-# %% ../nbs/11_sweep.ipynb #52b7be6f
+# %% ../nbs/11_sweep.ipynb #373762ec
 def grid_status(grid:Grid, runs_dir:str|Path='runs') -> dict:
     "{state: [run ids]} of every run of the grid."
     root = Path(runs_dir) / grid.name
@@ -391,7 +395,7 @@ def sweep(grid_path:str|Path, # the grid file
         f"to run: {sum(len(u.runs) for u in todo)} runs in {len(todo)} units ({backend}, {workers} worker(s))")
     if dry_run:
         for u in todo: say(f"  unit {u.uid}: {len(u.runs)} run(s){' (GPU)' if u.gpu else ''}: " + ', '.join(i['run_id'] for i in u.runs[:4]) + (' ...' if len(u.runs) > 4 else ''))
-        say(cost_text(grid_cost(grid, todo), Path(grid.path).resolve().parents[1] / 'results'))
+        say(cost_text(grid_cost(grid, todo), grid_results_dir(grid)))
         return status
     root.mkdir(parents=True, exist_ok=True)
     work = root / '_work' / f'{socket.gethostname()}-{os.getpid()}'     # this sweeper's own scratch folder
@@ -455,7 +459,7 @@ def sweep(grid_path:str|Path, # the grid file
         f"in {time.time() - t0:.1f} s" + (f"; {len(status['elsewhere'])} runs in {len(elsewhere)} units are being trained by another sweeper" if elsewhere else ''))
     return status
 
-# %% ../nbs/11_sweep.ipynb #af474387
+# %% ../nbs/11_sweep.ipynb #08a3d7a6
 MODEL_COST = {'mlp': 1.0, 'cnn': 8.0}        # relative cost per run and epoch (measured on digits and MNIST-1D), for ordering units only
 
 def unit_cost(grid:Grid, unit:Unit) -> float:
@@ -488,6 +492,7 @@ def sweep_grids(grid_paths:list, # grid files, run together
         say(f"{g.name}: {len(g.runs)} runs; to run: {sum(len(u.runs) for u in units)} runs in {len(units)} units")
     todo.sort(key=lambda t: -t[0])
     t0, left = time.time(), sum(c for c, *_ in todo)
+    total = max(left, 1)
     if todo:
         import multiprocessing as mp
         threads = max(1, (os.cpu_count() or 1) // workers)
@@ -497,7 +502,7 @@ def sweep_grids(grid_paths:list, # grid files, run together
             for i, f in enumerate(as_completed(futs), 1):
                 c, g, u = futs[f]; result = f.result(); left -= c
                 held = ' (held by another sweeper, left to it)' if result is None else f": {sum(1 for s in result.values() if s == 'done')}/{len(u.runs)} done"
-                say(f"[{i}/{len(todo)}] {g.name} unit {u.uid}{held} | {time.time() - t0:.0f} s elapsed, {left / max(sum(c for c, *_ in todo), 1):.0%} of the work left")
+                say(f"[{i}/{len(todo)}] {g.name} unit {u.uid}{held} | {time.time() - t0:.0f} s elapsed, {left / total:.0%} of the work left")
     out = {}
     for g in grids:
         shutil.rmtree(Path(runs_dir) / g.name / '_work' / f'{socket.gethostname()}-{os.getpid()}', ignore_errors=True)
