@@ -127,7 +127,7 @@ def ls_ce(logits:torch.Tensor, # (N, L) raw scores
     x, y, L = _check_inputs(logits, target, reduction)
     return _reduce(_SoftTargetCE.apply(x, y, None, None, alpha), reduction, logits.dtype)
 
-# %% ../nbs/03_losses.ipynb #c8ce964d
+# %% ../nbs/03_losses.ipynb #0a0083ab
 class _Plan:
     "Everything derived from one T, with its tensors cached per (dtype, device)."
     def __init__(self, arrays, **info): self.arrays, self.info, self._tensors = arrays, info, {}
@@ -171,8 +171,9 @@ def _bc_plan(T, max_cond=MAX_COND):
     M = bc_matrix(T, max_cond=max_cond)
     cd = _symmetric_parts(T)
     # T = cI + dJ (rows sum to 1: c + dL = 1) has T^-1 = I/c - (d/c) J, the LS matrix of alpha = -dL/c
-    if cd is not None: return _Plan({}, L=len(T), ls_alpha=-cd[1] * len(T) / cd[0])
-    return _Plan({'M': M, 'M_sums': M.sum(1)}, L=len(T), ls_alpha=None)
+    arrays = {'M': M, 'M_sums': M.sum(1)}               # converted to tensors only when a path uses them
+    if cd is not None: return _Plan(arrays, L=len(T), ls_alpha=-cd[1] * len(T) / cd[0])
+    return _Plan(arrays, L=len(T), ls_alpha=None)
 
 def backward_ce(logits:torch.Tensor, # (N, L) raw scores
                 target:torch.Tensor, # (N,) observed (noisy) labels in [0, L)
@@ -185,16 +186,14 @@ def backward_ce(logits:torch.Tensor, # (N, L) raw scores
     x, y, L = _check_inputs(logits, target, reduction)
     clip = check_clip(clip)
     plan = _plan(T, 'bc', _bc_plan, L, max_cond=max_cond)
-    if clip:
-        M = torch.as_tensor(bc_matrix(check_transition(np.asarray(T.detach().cpu() if isinstance(T, torch.Tensor) else T)), max_cond=max_cond), dtype=x.dtype, device=x.device)
-        loss = clipped_rows_ce(x, M.index_select(0, y), math.log(clip))
+    if clip: loss = clipped_rows_ce(x, plan.tensors(x.dtype, x.device)['M'].index_select(0, y), math.log(clip))
     elif plan.info['ls_alpha'] is not None: loss = _SoftTargetCE.apply(x, y, None, None, plan.info['ls_alpha'])
     else:
         t = plan.tensors(x.dtype, x.device)
         loss = _smeared(x, y, t['M'], t['M_sums'])
     return _reduce(loss, reduction, logits.dtype)
 
-# %% ../nbs/03_losses.ipynb #d4519b1c
+# %% ../nbs/03_losses.ipynb #c49ff962
 class _FCGather(torch.autograd.Function):
     "-logsumexp_k(log p[cols_k] + logv_k) per row (sparse T: only the classes that reach y), gradient p - w scattered back."
     @staticmethod
@@ -266,14 +265,15 @@ class _FCSymmetric(torch.autograd.Function):
 def _fc_plan(T):
     L = len(T)
     cd = _symmetric_parts(T)
+    Tt = {'Tt': T.T.copy()}                             # every path keeps T^T for the clipped loss
     if cd is not None and cd[0] >= 0:
-        with np.errstate(divide='ignore'): return _Plan({'logc': np.log([cd[0]]), 'logd': np.log([cd[1]])}, L=L, path='symmetric')
+        with np.errstate(divide='ignore'): return _Plan({'logc': np.log([cd[0]]), 'logd': np.log([cd[1]]), **Tt}, L=L, path='symmetric')
     k = int((T > 0).sum(0).max())
     with np.errstate(divide='ignore'): logTt = np.log(T.T)
     if k <= L // 4:
         idx = np.argsort(-T.T, axis=1, kind='stable')[:, :k]         # per noisy class: the clean classes that reach it
-        return _Plan({'cols': idx, 'logv': np.take_along_axis(logTt, idx, 1)}, L=L, path='sparse')
-    return _Plan({'Tt': T.T.copy(), 'logTt': logTt}, L=L, path='dense')
+        return _Plan({'cols': idx, 'logv': np.take_along_axis(logTt, idx, 1), **Tt}, L=L, path='sparse')
+    return _Plan({**Tt, 'logTt': logTt}, L=L, path='dense')
 
 def forward_ce(logits:torch.Tensor, # (N, L) raw scores
                target:torch.Tensor, # (N,) observed (noisy) labels in [0, L)
@@ -287,9 +287,7 @@ def forward_ce(logits:torch.Tensor, # (N, L) raw scores
     plan = _plan(T, 'fc', _fc_plan, L)
     t = plan.tensors(x.dtype, x.device)
     path = plan.info['path']
-    if clip:
-        Tt = torch.as_tensor(np.asarray(check_transition(np.asarray(T.detach().cpu() if isinstance(T, torch.Tensor) else T))).T.copy(), dtype=x.dtype, device=x.device)
-        loss = clipped_fc_ce(x, Tt, y, clip)
+    if clip: loss = clipped_fc_ce(x, t['Tt'], y, clip)
     elif path == 'symmetric': loss = _FCSymmetric.apply(x, y, t['logc'], t['logd'])
     elif path == 'sparse': loss = _FCGather.apply(x, t['cols'].index_select(0, y), t['logv'].index_select(0, y))
     else: loss = _FCDense.apply(x, t['Tt'], t['logTt'], y)
