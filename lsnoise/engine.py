@@ -373,7 +373,7 @@ def evaluate_group(model, data:NoisyData, y_train:torch.Tensor, y_val:torch.Tens
     return [{'train/loss': train_loss[k], **rows[k], 'val/acc': va_[k]['val/acc'], 'val/nll': va_[k]['val/nll'],
              'val/top_class_share': share[k], **te_[k]} for k in range(len(rows))], te
 
-# %% ../nbs/07b_engine.ipynb #fdea0b9c
+# %% ../nbs/07b_engine.ipynb #c15d5dc5
 def _autocast(device, amp):
     return torch.autocast('cuda', dtype=torch.bfloat16) if (amp and device.type == 'cuda') else torch.autocast('cpu', enabled=False)
 
@@ -457,7 +457,7 @@ def fit(cfg:TrainConfig, # resolved config: optimiser, schedule, batch size, see
             if state['step'] % SYNC_EVERY == 0: check(nonfinite, epoch)
             if not n_alive: break
         check(nonfinite, epoch)                       # before every evaluation: a run never evaluates past its divergence
-        if alive.any() and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == epochs):
+        if n_alive and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == epochs):
             mets, te = evaluate_group(model, data, y_train, y_val, (total / max(count, 1)).tolist())
             for k in alive.nonzero().flatten().tolist():
                 m = {'epoch': epoch + 1, 'step': state['step'], **mets[k]}
@@ -466,11 +466,11 @@ def fit(cfg:TrainConfig, # resolved config: optimiser, schedule, batch size, see
                     state['history'][k].append(finite_or_none(m)); state['test_logits'][k] = te[k].detach().to('cpu', copy=True)   # a copy: a view would keep the whole evaluation alive
                 if verdict is not None: stop([k], verdict[0], lambda _k: verdict[1], epoch + 1)
         state['epoch'] = epoch + 1
-        if bar is not None: bar.update(1); bar.set_postfix(alive=int(alive.sum()))
+        if bar is not None: bar.update(1); bar.set_postfix(alive=n_alive)
         if ckpt is not None:
             atomic_torch_save({'params': model.state_dict(), 'opt': opt.state_dict(), 'sched': sched.state_dict(),
                                'state': state, 'alive': alive, 'frozen': frozen}, ckpt)
-        if not alive.any(): break
+        if not n_alive: break
     if bar is not None: bar.close()
     runs = [{'history': state['history'][k], 'status': state['status'][k], 'reason': state['reason'][k],
              'stopped_at': state['stopped_at'][k], 'test_logits': state['test_logits'][k],
