@@ -144,10 +144,24 @@ def check_noise(noise:str, # a kind of `LABEL_NOISE` or 'file:PATH'
         raise ValueError(f"rho is not a parameter of noise {noise!r} (its labels come from a file); leave it 0, got {rho}")
     return noise
 
-# %% ../nbs/05_data.ipynb #0aee382c
+# %% ../nbs/05_data.ipynb #0a80a77e
 def noise_seed(dataset:str, noise:str, rho:float, seed:int) -> int:
     "The seed of the label noise: a function of (dataset, noise kind, rho, seed) alone."
     return torch_seed(seed, 'noise', dataset, noise, f'{float(rho):.10g}') % (2**63)
+
+def _checked_draw(dataset, noise, rho, seed) -> tuple:
+    "(noise, rho, seed) of a noise draw, checked (one-line errors)."
+    rho = check_range('rho', rho, 0, 1)
+    return check_noise(noise, dataset, rho), rho, check_int('seed', seed, lo=0)
+
+def _noisy_labels(dataset, noise, rho, seed, root, download):
+    "(clean data, noisy labels of the whole training set, T or None for labels read from a file) of a checked draw."
+    clean = load_clean(dataset, root, download)
+    if is_synthetic(noise):
+        T = transition_matrix(noise, clean.num_classes, rho)
+        return clean, corrupt_labels(clean.y_train, T, seed=noise_seed(dataset, noise, rho, seed)), T
+    if noise in HUMAN_NOISE: return clean, human_labels(noise, clean.y_train, data_dir(root) / 'cifar-n', download), None
+    return clean, read_noise_file(noise[5:], clean.y_train, clean.num_classes, dataset), None
 
 def make_noisy_data(dataset:str='digits', # one of `DATASETS`
                     noise:str='uniform', # noise kind, one of `LABEL_NOISE`, or 'file:PATH'
@@ -159,17 +173,10 @@ def make_noisy_data(dataset:str='digits', # one of `DATASETS`
                     device='cpu', # where the tensors live
                    ) -> NoisyData:
     "Clean data with noisy training labels and a noisy validation split, as tensors on `device`."
-    rho = check_range('rho', rho, 0, 1)
-    noise = check_noise(noise, dataset, rho)
-    seed = check_int('seed', seed, lo=0)
+    noise, rho, seed = _checked_draw(dataset, noise, rho, seed)
     val_fraction = check_range('val_fraction', val_fraction, 0, 1, hi_open=True)
-    clean = load_clean(dataset, root, download)
+    clean, noisy, T = _noisy_labels(dataset, noise, rho, seed, root, download)
     L = clean.num_classes
-    if is_synthetic(noise):
-        T = transition_matrix(noise, L, rho)
-        noisy = corrupt_labels(clean.y_train, T, seed=noise_seed(dataset, noise, rho, seed))
-    elif noise in HUMAN_NOISE: T, noisy = None, human_labels(noise, clean.y_train, data_dir(root) / 'cifar-n', download)
-    else: T, noisy = None, read_noise_file(noise[5:], clean.y_train, L, dataset)
     perm = np_rng(seed, 'val-split', dataset).permutation(len(noisy))
     n_val = int(round(val_fraction * len(noisy)))
     val, train = perm[:n_val], np.sort(perm[n_val:])
@@ -189,18 +196,14 @@ def make_noisy_data(dataset:str='digits', # one of `DATASETS`
                      mean, std, info)
     return data.to(device)
 
-# %% ../nbs/05_data.ipynb #712d30aa
+# %% ../nbs/05_data.ipynb #85d20c05
 def export_noisy_labels(dataset:str, noise:str, rho:float, seed:int, # what `make_noisy_data` would draw
                         out:str|Path, # the .npy to write (its JSON sidecar goes beside it)
                         root:str|Path|None=None, download:bool=True) -> dict:
     "Write the noisy training labels (the whole training set, before the validation split) of a noise draw to `out`."
     from lsnoise.labels import export_noise
-    d = make_noisy_data(dataset, noise, rho, seed, root=root, download=download)
-    clean = load_clean(dataset, root, download)
-    noisy = np.empty(len(clean.y_train), dtype=np.int64)
-    perm = np_rng(seed, 'val-split', dataset).permutation(len(noisy))
-    n_val = d.noise['n_val']
-    noisy[perm[:n_val]] = d.y_val.cpu().numpy(); noisy[np.sort(perm[n_val:])] = d.y_train.cpu().numpy()
+    noise, rho, seed = _checked_draw(dataset, noise, rho, seed)
+    clean, noisy, _ = _noisy_labels(dataset, noise, rho, seed, root, download)      # the labels make_noisy_data splits
     return export_noise(noisy, clean.y_train, clean.num_classes, out, dataset=dataset, kind=noise, rho=rho, seed=seed)
 
 # %% ../nbs/05_data.ipynb #15641021
