@@ -9,8 +9,9 @@ from pathlib import Path
 from .nbexec import execute_notebook
 
 # %% auto #0
-__all__ = ['REPRODUCE_GRIDS', 'FOLLOWUP_GRIDS', 'REPRODUCE_NOTEBOOKS', 'PENULTIMATE', 'render_readme', 'keep_outputs',
-           'update_headline', 'reproduce', 'add_config_args', 'build_parser', 'main']
+__all__ = ['REPRODUCE_GRIDS', 'FOLLOWUP_GRIDS', 'REPRODUCE_NOTEBOOKS', 'REPORT_NOTEBOOKS', 'PENULTIMATE', 'render_readme',
+           'keep_outputs', 'update_headline', 'environment_note', 'reproduce', 'add_config_args', 'build_parser',
+           'main']
 
 # %% ../nbs/12_cli.ipynb #58af3945
 def render_readme(nb_path:str|Path='nbs/index.ipynb', # the index notebook
@@ -51,7 +52,9 @@ REPRODUCE_GRIDS = ('experiments/cpu-default.yaml', 'experiments/cpu-default-dist
 FOLLOWUP_GRIDS = ('experiments/cpu-followup.yaml', 'experiments/cpu-followup-distill.yaml',
                   'experiments/cpu-mnist1d-followup.yaml', 'experiments/cpu-mnist1d-followup-distill.yaml')
 REPRODUCE_NOTEBOOKS = ('04_theory', '20_fig_accuracy', '21_fig_denoising', '22_fig_calibration', '23_fig_shrinkage',
-                       '24_fig_distillation', '25_fig_penultimate', '26_mnist1d_recipe', '27_fig_negative_alpha', '30_reproduction')
+                       '24_fig_distillation', '25_fig_penultimate', '26_mnist1d_recipe', '27_fig_negative_alpha', '30_reproduction', '30a_fig_forest')
+# executed in this order after the figure notebooks, which run in parallel: the report, then what reads its tables
+REPORT_NOTEBOOKS = ('30_reproduction', '30a_fig_forest')
 # the penultimate-layer tables: file -> the training grid whose data set, model and recipe the two models share
 PENULTIMATE = {'cpu-default-penultimate.csv': 'experiments/cpu-default.yaml', 'cpu-mnist1d-penultimate.csv': 'experiments/cpu-mnist1d.yaml'}
 
@@ -80,28 +83,52 @@ def update_headline(root:str|Path='.') -> None:
     write_nb(nb, nb_path)
     (root / 'README.md').write_text(render_readme(nb_path), encoding='utf-8')
 
+def _execute_kept(nb:str, dst:str, cwd:str) -> tuple:
+    "Execute one narrative notebook and keep its outputs in nbs/ (a worker of `reproduce`); (name, seconds)."
+    import time
+    t = time.time()
+    execute_notebook(nb, dst, cwd=cwd)
+    keep_outputs(dst, nb)          # committed with their outputs: readable without running anything
+    return Path(nb).name, time.time() - t
+
+def environment_note(results:str|Path) -> str|None:
+    "One line when this process's torch, numpy or kernel path differs from the one recorded with the committed results, else None."
+    from lsnoise.core import numeric_differences
+    meta = Path(results) / 'cpu-default.meta.json'
+    if not meta.exists(): return None
+    try: recorded = json.loads(meta.read_text()).get('environment') or {}
+    except ValueError: return None
+    diff = numeric_differences(recorded)
+    return (f"note: the committed results were made with another environment ({'; '.join(diff)}): numbers will move at round-off level, "
+            f"and verdicts near their thresholds may move with them (the lock file pins the versions: make reproduce)") if diff else None
+
 def reproduce(root:str|Path='.', # repository root
               out:str|Path='runs/reproduce', # where the executed notebooks go (relative to root)
-              workers:int=2, # parallel units of the sweeps
+              workers:int=2, # parallel units of the sweeps (and notebooks executed at once)
               sweeps:bool=True, # run the grids and collect them (False: re-draw from results/ only)
               followup:bool=False, # also run and collect the follow-up grids (`FOLLOWUP_GRIDS`)
+              replication:bool=False, # train and collect the grids' replications on fresh seeds (`REPLICATION_SEEDS`) instead of the grids
              ) -> list:
     "The main job: run and collect the CPU grids, then execute the figure and report notebooks (kept with their outputs in nbs/); print the wall time."
     import time
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing as mp
     try: import papermill
     except ImportError: raise SystemExit("lsnoise reproduce needs papermill: pip install -e '.[dev]' (or run `make reproduce`)")
     root = Path(root).resolve(); nbs = root / 'nbs'; out = root / out; results = root / 'results'
+    note = environment_note(results)
+    if note: print(note, flush=True)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    meta = results / 'cpu-default.meta.json'
+    meta = results / ('cpu-default-replication.meta.json' if replication else 'cpu-default.meta.json')
     old_wall = json.loads(meta.read_text()).get('reproduction_wall_s') if meta.exists() else None   # collect rewrites the meta
     trained = False
     if sweeps:
         from lsnoise.sweep import sweep_grids, collect, load_grid, grid_status
-        grids = REPRODUCE_GRIDS + (FOLLOWUP_GRIDS if followup else ())
-        trained = any(grid_status(load_grid(root / g), root / 'runs')['pending'] for g in grids)
-        sweep_grids([root / g for g in grids], workers=workers, runs_dir=root / 'runs')   # one pool: no idle tail per grid
-        for g in grids: collect(root / g, root / 'runs', results)
+        grids = [load_grid(root / g, replication=replication) for g in REPRODUCE_GRIDS + (FOLLOWUP_GRIDS if followup else ())]
+        trained = any(grid_status(g, root / 'runs')['pending'] for g in grids)
+        sweep_grids(grids, workers=workers, runs_dir=root / 'runs')   # one pool: no idle tail per grid
+        for g in grids: collect(g, root / 'runs', results)
         for name, g in PENULTIMATE.items():
             pen = results / name
             if pen.exists(): continue
@@ -111,15 +138,16 @@ def reproduce(root:str|Path='.', # repository root
             base = load_grid(root / g).spec['base']
             table = penultimate_table(**{k: base[k] for k in ('dataset', 'model', 'width', 'epochs', 'noise', 'recipe', 'device') if k in base})
             atomic_write(pen, lambda t: table.to_csv(t, index=False, float_format='%.6g'))
-    todo = [nbs / f'{n}.ipynb' for n in REPRODUCE_NOTEBOOKS if (nbs / f'{n}.ipynb').exists()]
-    done = []
-    for i, nb in enumerate(todo, 1):
-        t = time.time()
-        print(f"[{i}/{len(todo)}] {nb.name} ...", end=' ', flush=True)
-        execute_notebook(nb, out / nb.name, cwd=nbs)
-        keep_outputs(out / nb.name, nb)          # committed with their outputs: readable without running anything
-        print(f"done in {time.time() - t:.1f} s", flush=True)
-        done.append(out / nb.name)
+    todo = [n for n in REPRODUCE_NOTEBOOKS if (nbs / f'{n}.ipynb').exists()]
+    figures, report = [n for n in todo if n not in REPORT_NOTEBOOKS], [n for n in todo if n in REPORT_NOTEBOOKS]
+    args = lambda n: (str(nbs / f'{n}.ipynb'), str(out / f'{n}.ipynb'), str(nbs))
+    done = 0
+    def said(name, s):
+        nonlocal done
+        done += 1; print(f"[{done}/{len(todo)}] {name} done in {s:.1f} s", flush=True)
+    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=mp.get_context('spawn')) as ex:   # the figures do not read each other
+        for f in [ex.submit(_execute_kept, *args(n)) for n in figures]: said(*f.result())
+    for n in report: said(*_execute_kept(*args(n)))
     update_headline(root)
     wall = time.time() - t0
     if sweeps and meta.exists():   # the wall time of a reproduction that trained, and of the last one that only re-drew
@@ -130,10 +158,10 @@ def reproduce(root:str|Path='.', # repository root
         atomic_write_json(meta, m)
     print(f"reproduction finished in {wall:.1f} s ({'trained the missing runs' if trained else 'all runs reused: collected and re-drawn'}): "
           f"figures in {root / 'figures'}, tables in {results}, report in {results / 'reproduction.md'}")
-    return done
+    return [out / f'{n}.ipynb' for n in todo]
 
 def _cmd_reproduce(args):
-    reproduce(args.root, workers=args.workers, sweeps=not args.from_results, followup=args.followup); return 0
+    reproduce(args.root, workers=args.workers, sweeps=not args.from_results, followup=args.followup, replication=args.replication); return 0
 
 def _flag_type(p):
     "argparse type of a schema parameter: its base type, `recipe` for None where allowed, its allowed values checked."
@@ -291,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument('--workers', type=int, default=2, help='parallel units of the sweeps (default: 2)')
     rp.add_argument('--from-results', action='store_true', help='skip the sweeps: re-draw figures and the report from results/')
     rp.add_argument('--followup', action='store_true', help='also train the follow-up grids (negative smoothing, warm-up, clipping, FC teachers)')
+    rp.add_argument('--replication', action='store_true',
+                    help='train the same grids on fresh seeds 5-9 (results/<grid>-replication.csv) instead of the grids; the report marks cells whose replication disagrees')
     rp.set_defaults(func=_cmd_reproduce)
     dc = sub.add_parser('docs', help='build the docs site from the notebooks (static HTML in _site/)')
     dc.add_argument('--root', default='.', help='repository root (default: the current directory)')

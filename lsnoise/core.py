@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['check_range', 'check_int', 'seed_sequence', 'np_rng', 'torch_seed', 'torch_generator', 'get_device', 'atomic_write',
-           'json_default', 'atomic_write_json', 'atomic_torch_save', 'git_state', 'environment']
+__all__ = ['CODE_PATHS', 'check_range', 'check_int', 'seed_sequence', 'np_rng', 'torch_seed', 'torch_generator', 'get_device',
+           'atomic_write', 'json_default', 'atomic_write_json', 'atomic_torch_save', 'git_state', 'code_state',
+           'kernel_path', 'environment', 'numeric_differences']
 
 # %% ../nbs/00_core.ipynb #93549937
 def check_range(name:str, # parameter name, used in the message
@@ -144,14 +145,59 @@ def git_state(where:str|Path|None=None, # a folder inside the repository (defaul
     except (OSError, subprocess.SubprocessError): commit = status = None
     return {'commit': commit or None, 'dirty': None if status is None else bool(status)}
 
+CODE_PATHS = ('lsnoise', 'nbs/experiments', 'experiments')   # what decides a result's numbers: the package, the templates, the grids
+
+def code_state(where:str|Path|None=None, # a folder inside the repository (default: the package's own folder)
+              ) -> dict:
+    """{'code_tree': digest, 'code_dirty': bool}: git's tree ids of `CODE_PATHS` at HEAD (the same on every commit that
+    leaves them alone) and whether they have uncommitted changes; None for both outside a repository."""
+    if where is None:
+        import lsnoise
+        where = Path(lsnoise.__file__).resolve().parent
+    def git(*args):
+        r = subprocess.run(['git', *args], cwd=where, capture_output=True, text=True, timeout=10)
+        return r.stdout.strip() if r.returncode == 0 else None
+    try:
+        top = git('rev-parse', '--show-toplevel')
+        trees = [git('rev-parse', f'HEAD:{p}') for p in CODE_PATHS] if top else None
+        status = git('-C', top, 'status', '--porcelain', '--untracked-files=no', '--', *CODE_PATHS) if top else None
+    except (OSError, subprocess.SubprocessError): trees = status = None
+    if not trees or None in trees or status is None: return {'code_tree': None, 'code_dirty': None}
+    return {'code_tree': hashlib.sha256(' '.join(trees).encode()).hexdigest()[:16], 'code_dirty': bool(status)}
+
+def kernel_path() -> dict:
+    "What picks this machine's float32 kernels: the CPU model, torch's CPU capability (vector ISA) and the BLAS of torch and numpy."
+    cpu = platform.processor() or ''
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'): cpu = line.split(':', 1)[1].strip(); break
+    except OSError: pass
+    try: cap = torch.backends.cpu.get_cpu_capability()
+    except AttributeError: cap = None
+    torch_blas = next((p.split('=', 1)[1] for p in torch.__config__.show().replace(',', ' ').split() if p.startswith('BLAS_INFO=')), None)
+    try: np_blas = (np.show_config(mode='dicts') or {}).get('Build Dependencies', {}).get('blas', {})
+    except TypeError: np_blas = {}               # numpy < 1.26 has no dict form
+    return {'cpu': cpu or platform.machine(), 'cpu_capability': cap, 'torch_blas': torch_blas,
+            'numpy_blas': ' '.join(str(np_blas[k]) for k in ('name', 'version') if np_blas.get(k)) or None}
+
 _ENVIRONMENT = {}
 
 def environment() -> dict:
-    "Provenance of this process: package versions, Python, platform, git commit and dirty flag (read once per process)."
+    "Provenance of this process: package versions, Python, platform, kernel path, git commit and dirty flag (read once per process)."
     if not _ENVIRONMENT:          # the code that runs is the code that was imported: its state is read once, not per record
         import lsnoise
         g = git_state()
         _ENVIRONMENT.update({'lsnoise': lsnoise.__version__, 'torch': torch.__version__, 'numpy': np.__version__,
-                             'python': platform.python_version(), 'platform': platform.platform(), 'git_commit': g['commit'],
-                             'git_dirty': g['dirty']})
+                             'python': platform.python_version(), 'platform': platform.platform(), 'kernel_path': kernel_path(),
+                             'git_commit': g['commit'], 'git_dirty': g['dirty'], **code_state()})
     return dict(_ENVIRONMENT)
+
+def numeric_differences(recorded:dict, # an `environment()` stored with results
+                        current:dict|None=None, # default: this process's
+                       ) -> list:
+    "What differs between two environments in what decides float32 round-off: torch, numpy and the kernel path ('what: recorded -> now')."
+    current = environment() if current is None else current
+    out = [f"{k} {recorded.get(k)} -> {current.get(k)}" for k in ('torch', 'numpy') if recorded.get(k) != current.get(k)]
+    rk, ck = recorded.get('kernel_path') or {}, current.get('kernel_path') or {}
+    out += [f"{k} {rk.get(k, 'not recorded')} -> {ck.get(k)}" for k in ('cpu', 'cpu_capability', 'torch_blas', 'numpy_blas') if rk.get(k) != ck.get(k)]
+    return out

@@ -84,8 +84,12 @@ def write_results(df:pd.DataFrame, meta:dict, results_dir:str|Path, name:str) ->
     return csv, out / f'{name}.meta.json'
 
 def results_meta(grid_spec:dict, report:dict, extra:dict|None=None) -> dict:
-    "The meta record of a results table: the grid, versions, commit, date and counts."
-    return {'grid': grid_spec, 'environment': environment(), 'date': datetime.now(timezone.utc).isoformat(timespec='seconds'),
+    """The meta record of a results table: the grid, versions, kernel path, code state, date and counts. The code is
+    named by its tree (`code_tree`, unchanged by commits that leave the code alone) rather than by a commit, so that a
+    rerun of the same code writes the same record apart from its date."""
+    env = {k: v for k, v in environment().items() if k not in ('git_commit', 'git_dirty', 'platform')}
+    env['os'] = f"{platform.system()} {platform.machine()}"          # not the kernel build, which changes from one boot to the next
+    return {'grid': grid_spec, 'environment': env, 'date': datetime.now(timezone.utc).isoformat(timespec='seconds'),
             'counts': {k: len(v) for k, v in report.items()},
             'problems': {k: [list(x) for x in v] for k, v in report.items() if k != 'done' and v}, **(extra or {})}
 

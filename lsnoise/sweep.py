@@ -17,10 +17,11 @@ from .results import collect_runs, write_results, results_meta
 from .nbexec import execute_notebook
 
 # %% auto #0
-__all__ = ['GRID_KEYS', 'RESERVED', 'MALLOC_ENV', 'TRAIN_SIZES', 'ASSUMED_IMAGES_PER_S', 'MODEL_COST', 'GridError', 'Grid',
-           'template_parameters', 'load_grid', 'run_key', 'teacher_key', 'Unit', 'latest_gpucheck', 'grid_results_dir',
-           'choose_pack', 'plan', 'execute_unit', 'claim_path', 'needs_work', 'run_claimed', 'held_elsewhere',
-           'grid_cost', 'throughput_table', 'cost_text', 'grid_status', 'sweep', 'unit_cost', 'sweep_grids', 'collect']
+__all__ = ['GRID_KEYS', 'RESERVED', 'REPLICATION_SEEDS', 'MALLOC_ENV', 'TRAIN_SIZES', 'ASSUMED_IMAGES_PER_S', 'MODEL_COST',
+           'GridError', 'Grid', 'template_parameters', 'load_grid', 'run_key', 'teacher_key', 'Unit', 'latest_gpucheck',
+           'grid_results_dir', 'choose_pack', 'plan', 'execute_unit', 'claim_path', 'needs_work', 'run_claimed',
+           'held_elsewhere', 'grid_cost', 'throughput_table', 'cost_text', 'grid_status', 'sweep', 'unit_cost',
+           'sweep_grids', 'collect']
 
 # %% ../nbs/11_sweep.ipynb #d6960426
 GRID_KEYS = ('name', 'template', 'base', 'grid', 'cases', 'description', 'max_pack')
@@ -63,13 +64,21 @@ def _check_value(path, where, value, default, typ):
     if ok is not None and not ok(value):
         raise GridError(f"{path}: {where}: {value!r} is a {type(value).__name__}, but the template declares {typ} (default {default!r})")
 
-def load_grid(path:str|Path) -> Grid:
+REPLICATION_SEEDS = (5, 6, 7, 8, 9)   # the fresh seeds of a replication (the grids themselves use 0-4)
+
+def load_grid(path:str|Path, # the grid file
+              replication:bool=False, # the grid's replication: the same runs on `REPLICATION_SEEDS`, named `<name>-replication`
+             ) -> Grid:
     "Read and validate a grid file; expand it into one parameter dict per run."
     path = Path(path)
     if not path.exists(): raise GridError(f"{path}: grid file not found")
     try: spec = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e: raise GridError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(spec, dict): raise GridError(f"{path}: a grid file is a mapping with keys {GRID_KEYS}")
+    if replication:
+        if not isinstance(spec.get('grid'), dict) or 'seed' not in spec['grid']:
+            raise GridError(f"{path}: grid.seed: a replication replaces the grid's list of seeds, and this grid has none")
+        spec = {**spec, 'name': f"{spec.get('name') or path.stem}-replication", 'grid': {**spec['grid'], 'seed': list(REPLICATION_SEEDS)}}
     for k in spec:
         if k not in GRID_KEYS: raise GridError(f"{path}: unknown key {k!r} (allowed: {', '.join(GRID_KEYS)})")
     if 'template' not in spec: raise GridError(f"{path}: template: missing (the papermill notebook to run)")
@@ -480,7 +489,7 @@ def sweep_grids(grid_paths:list, # grid files, run together
     "Run every unfinished run of several grids in one local pool, the most expensive units first; return {grid name: status}."
     if workers < 1: raise ValueError(f"workers must be at least 1, got {workers}")
     say = (lambda m: print(m, flush=True)) if echo else (lambda m: None)
-    grids = [load_grid(g) for g in grid_paths]
+    grids = [g if isinstance(g, Grid) else load_grid(g) for g in grid_paths]
     todo = []
     for g in grids:
         root = Path(runs_dir) / g.name
@@ -512,9 +521,9 @@ def sweep_grids(grid_paths:list, # grid files, run together
     return out
 
 # %% ../nbs/11_sweep.ipynb #fbeb39cc
-def collect(grid_path:str|Path, runs_dir:str|Path='runs', results_dir:str|Path='results', echo:bool=True, extra:dict|None=None):
+def collect(grid_path:str|Path|Grid, runs_dir:str|Path='runs', results_dir:str|Path='results', echo:bool=True, extra:dict|None=None):
     "Gather a grid's finished runs into results/<grid>.csv (tidy) and results/<grid>.meta.json; report the others."
-    grid = load_grid(grid_path)
+    grid = grid_path if isinstance(grid_path, Grid) else load_grid(grid_path)
     ids = [run_key(grid, p) for p in grid.runs]
     df, report = collect_runs(Path(runs_dir) / grid.name, ids, grid.name)
     csv, meta = write_results(df, results_meta(grid.spec, report, extra), results_dir, grid.name)
