@@ -1,15 +1,17 @@
 # lsnoise: `make reproduce` runs the main job, `make test` the tests. Every target creates .venv on first use
-# (pip install -e ".[dev]" and the `lsnoise` Jupyter kernel) and reuses it afterwards.
+# (pip install -c requirements-lock.txt -e ".[dev]": the locked versions, and the `lsnoise` Jupyter kernel) and reuses it
+# afterwards; a changed lock file brings the venv back to it.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements-lock.txt
 
-.PHONY: reproduce reproduce-followup test test-deps bench docs readme venv gpu-check
+.PHONY: reproduce reproduce-followup reproduce-replication test test-deps bench docs readme venv gpu-check lock
 
-$(STAMP): settings.ini setup.py
+$(STAMP): settings.ini setup.py $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/python -m pip install -c $(LOCK) -e ".[dev]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name lsnoise --display-name "Python (lsnoise)"
 	@touch $@
 
@@ -22,10 +24,20 @@ reproduce: $(STAMP)
 reproduce-followup: $(STAMP)
 	$(BIN)/lsnoise reproduce --followup
 
-# the figure and report notebooks (20-25, 30) are executed by tests/test_reproduce.py, which checks them against the
+# the same grids (main job and follow-up) on fresh seeds 5-9: the report's replication column and its `unstable` marks
+reproduce-replication: $(STAMP)
+	$(BIN)/lsnoise reproduce --replication --followup
+
+# refresh the lock from settings.ini's ranges in a new, temporary environment (then `make reproduce` regenerates results/)
+lock:
+	@d=$$(mktemp -d) && $(PYTHON) -m venv "$$d/venv" && "$$d/venv/bin/python" -m pip install -q -e ".[dev]" && \
+	  { sed -n '/^#/p' $(LOCK); "$$d/venv/bin/python" -m pip freeze --exclude-editable; } > "$$d/lock" && mv "$$d/lock" $(LOCK) && rm -rf "$$d"
+	@echo "wrote $(LOCK): commit it with the results that \`make reproduce\` makes with it"
+
+# the figure and report notebooks (20-27, 30, 30a) are executed by tests/test_reproduce.py, which checks them against the
 # committed figures and report, and by the docs build: nbdev_test leaves them out rather than execute them a third time
 test: $(STAMP)
-	$(BIN)/nbdev_test --skip_file_re '^([_.]|2[0-9]_fig_|30_)'
+	$(BIN)/nbdev_test --skip_file_re '^([_.]|2[0-9]_fig_|30[a-z]?_)'
 	$(BIN)/python -m pytest
 
 # what the docs tests need besides Python: a headless Chromium (Debian's package, with apt-get; sudo when not root)

@@ -251,8 +251,8 @@ def _cmd_status(args):
 @_grid_call
 def _cmd_collect(args):
     from lsnoise.sweep import collect
-    df, rep = collect(args.grid, args.runs_dir, args.results_dir)
-    return 0
+    df, rep = collect(args.grid, args.runs_dir, args.results_dir, force=args.force)
+    return 0 if rep['done'] else 1
 
 def _cmd_noise_export(args):
     from lsnoise.data import export_noisy_labels
@@ -302,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     stt.set_defaults(func=_cmd_status)
     co = sub.add_parser('collect', help='tidy results table of a grid')
     co.add_argument('grid'); co.add_argument('--runs-dir', default='runs'); co.add_argument('--results-dir', default='results')
+    co.add_argument('--force', action='store_true', help='replace a results table that holds more runs than are finished now')
     co.set_defaults(func=_cmd_collect)
     nz = sub.add_parser('noise', help='noise files: export the exact noisy training labels of a noise draw')
     nsub = nz.add_subparsers(dest='noise_command', metavar='ACTION', required=True)

@@ -11,9 +11,9 @@ from pathlib import Path
 from .core import atomic_write
 
 # %% auto #0
-__all__ = ['SECTIONS', 'MATHJAX_VERSION', 'MATHJAX_CDN', 'CSS', 'page_name', 'site_sections', 'site_notebooks',
+__all__ = ['SECTIONS', 'MATHJAX_VERSION', 'MATHJAX_CDN', 'CSS', 'SITE_MARKER', 'page_name', 'site_sections', 'site_notebooks',
            'split_title_cell', 'process_notebook', 'execution_key', 'slugify', 'Normaliser', 'local_mathjax', 'conf_py',
-           'toctree', 'DocsBuildError', 'build_site']
+           'toctree', 'DocsBuildError', 'build_site', 'check_site_folder']
 
 # %% ../nbs/14_docs.ipynb #484da795
 SECTIONS = [('Foundations', r'0[0-3][a-z]?_'), ('Theory', r'04[a-z]?_'), ('Training and experiments', r'(0[5-9]|1\d)[a-z]?_'),
@@ -350,6 +350,7 @@ def build_site(root:str|Path='.', # repository root (settings.ini, nbs/, figures
     cfg = _read_settings(root)
     nbs = root / cfg.get('nbs_path', 'nbs')
     site = Path(site).resolve() if site else root / '_site'
+    check_site_folder(site, root)
     build = Path(build).resolve() if build else root / '_build'
     rel = lambda p: p.relative_to(nbs).as_posix()
     sections = site_sections(nbs)
@@ -429,6 +430,7 @@ def build_site(root:str|Path='.', # repository root (settings.ini, nbs/, figures
         raise DocsBuildError(f"sphinx-build failed (exit {r.returncode}); the previous site is unchanged. Its warnings and errors:\n"
                              + (r.stderr.strip() or r.stdout.strip()))
     (html / '.nojekyll').touch()
+    (html / SITE_MARKER).write_text('built by lsnoise docs: `lsnoise docs` replaces this folder as a whole on its next build\n')
     old = site.with_name(site.name + '.old')
     if old.exists(): shutil.rmtree(old)
     if site.exists(): site.rename(old)
@@ -439,3 +441,17 @@ def build_site(root:str|Path='.', # repository root (settings.ini, nbs/, figures
     say(f"[docs] {summary['pages']} pages in {site} ({summary['executed']} executed, {summary['cached']} cached, MathJax {summary['mathjax']}) in {summary['seconds']} s")
     say(f"[docs] open {site / 'index.html'}, or serve it: python -m http.server --bind 127.0.0.1 --directory {site}")
     return summary
+
+# %% ../nbs/14_docs.ipynb #a9b8c7d7
+SITE_MARKER = '.lsnoise-site'
+
+def check_site_folder(site:Path, # the folder the site would replace
+                      root:Path, # the repository root
+                     ) -> None:
+    "Refuse (DocsBuildError, one line) a site folder that this project did not build: a file, a non-empty folder without the marker, the repository or above."
+    site, root = Path(site).resolve(), Path(root).resolve()
+    if site == root or site in root.parents or root in site.parents and any(site == root / d or root / d in site.parents for d in ('nbs', 'lsnoise', 'results', 'figures', 'tests', '.git')):
+        raise DocsBuildError(f"--out {site}: the repository, a folder above it or one of its source folders: not replaced (choose a new folder)")
+    if site.is_file() or site.is_symlink(): raise DocsBuildError(f"--out {site}: a file, not a folder: not replaced (choose a new folder)")
+    if site.is_dir() and any(site.iterdir()) and not (site / SITE_MARKER).exists() and site != root / '_site':   # the default folder is the project's own
+        raise DocsBuildError(f"--out {site}: a folder with files that lsnoise docs did not write (no {SITE_MARKER}): not replaced (choose a new or empty folder)")

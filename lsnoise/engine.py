@@ -24,7 +24,7 @@ from .config import TrainConfig
 __all__ = ['COLLAPSE_SHARE', 'COLLAPSE_CHANCE', 'COLLAPSE_PATIENCE', 'SYNC_EVERY', 'Stacked', 'StackedMLP', 'StackedCNN',
            'SingleModel', 'PackedResNet', 'StackedResNet', 'stack_models', 'init_model', 'RunLoss', 'GroupLoss',
            'progress_bar', 'epochs_and_steps', 'milestone_steps', 'finite_or_none', 'summarise', 'finite_health',
-           'is_collapsed', 'health_check', 'evaluate_group', 'fit']
+           'is_collapsed', 'health_check', 'evaluate_group', 'load_checkpoint', 'fit']
 
 # %% ../nbs/07b_engine.ipynb #4cb215fe
 class Stacked:
@@ -373,6 +373,17 @@ def evaluate_group(model, data:NoisyData, y_train:torch.Tensor, y_val:torch.Tens
     return [{'train/loss': train_loss[k], **rows[k], 'val/acc': va_[k]['val/acc'], 'val/nll': va_[k]['val/nll'],
              'val/top_class_share': share[k], **te_[k]} for k in range(len(rows))], te
 
+# %% ../nbs/07b_engine.ipynb #e1f2a3b5
+def load_checkpoint(path:str|Path, # a checkpoint written by `fit`
+                    device='cpu') -> dict:
+    "Read a checkpoint without running code from it (`weights_only=True`); a ValueError naming the file if it is not one."
+    import pickle
+    try: return torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as e:
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: not a checkpoint that lsnoise wrote, refused without running anything from it ({why[:160]}); "
+                         "delete it to train from the start") from None
+
 # %% ../nbs/07b_engine.ipynb #c15d5dc5
 def _autocast(device, amp):
     return torch.autocast('cuda', dtype=torch.bfloat16) if (amp and device.type == 'cuda') else torch.autocast('cpu', enabled=False)
@@ -416,7 +427,7 @@ def fit(cfg:TrainConfig, # resolved config: optimiser, schedule, batch size, see
              'stopped_at': [None] * K, 'ident': ident, 'test_logits': [None] * K}
     resumed_from = 0
     if ckpt is not None and Path(ckpt).exists():
-        saved = torch.load(ckpt, map_location=dev, weights_only=False)
+        saved = load_checkpoint(ckpt, dev)
         if saved['state'].get('ident') == ident:
             model.load_state_dict(saved['params']); opt.load_state_dict(saved['opt']); sched.load_state_dict(saved['sched'])
             state, alive, frozen = saved['state'], saved['alive'].to(dev), saved['frozen']

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_results.ipynb #d5a8d1bd
 from __future__ import annotations
-import json, math, platform, subprocess, time
+import io, json, math, platform, subprocess, time
 from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np
@@ -13,8 +13,8 @@ from .core import atomic_write, atomic_write_json, environment
 from .store import RUN_STATES, run_status
 
 # %% auto #0
-__all__ = ['COLUMNS', 'EPOCH_METRICS', 'tidy_rows', 'collect_runs', 'write_results', 'results_meta', 'load_results', 'with_meta',
-           'select', 'summarise', 'curve', 'assert_design']
+__all__ = ['COLUMNS', 'EPOCH_METRICS', 'tidy_rows', 'collect_runs', 'write_results', 'results_meta', 'compare_results',
+           'load_results', 'with_meta', 'select', 'summarise', 'curve', 'assert_design']
 
 # %% ../nbs/10_results.ipynb #ab8860c5
 COLUMNS = ['run_id', 'grid', 'dataset', 'model', 'noise', 'noise_sha256', 'rho', 'method', 'alpha', 'tau', 'teacher_alpha', 'teacher_method',
@@ -92,6 +92,31 @@ def results_meta(grid_spec:dict, report:dict, extra:dict|None=None) -> dict:
     return {'grid': grid_spec, 'environment': env, 'date': datetime.now(timezone.utc).isoformat(timespec='seconds'),
             'counts': {k: len(v) for k, v in report.items()},
             'problems': {k: [list(x) for x in v] for k, v in report.items() if k != 'done' and v}, **(extra or {})}
+
+# %% ../nbs/10_results.ipynb #c7d8e9f1
+def compare_results(new:pd.DataFrame, # tidy rows of runs trained again
+                    committed:pd.DataFrame, # the committed table (all of it, or those runs)
+                    epochs:int|None=None, # compare only the per-epoch rows of epochs 1..epochs (None: every row)
+                    tol:float=0.0, # largest allowed absolute difference of a value (0: identical as written)
+                   ) -> list:
+    "The differences between retrained and committed rows, one line each (empty: they agree)."
+    key = ['run_id', 'epoch', 'split', 'metric']
+    old = committed[committed.run_id.isin(set(new.run_id))]
+    if epochs is not None:
+        keep = lambda d: d[d.epoch.astype(str).str.isdigit() & (pd.to_numeric(d.epoch, errors='coerce') <= epochs)]
+        new, old = keep(new), keep(old)
+    fmt = lambda d: pd.read_csv(io.StringIO(d.to_csv(index=False, float_format='%.6g')), dtype={'epoch': str, 'noise_sha256': str})
+    a, b = fmt(new).set_index(key), fmt(old).set_index(key)
+    out = [f"{'missing in the committed table' if k in a.index else 'not retrained'}: {'/'.join(map(str, k))}" for k in a.index.symmetric_difference(b.index)]
+    both = a.index.intersection(b.index)
+    a, b = a.loc[both], b.loc[both]
+    for col in [c for c in a.columns if c != 'value']:
+        x, y = a[col].fillna('').astype(str).to_numpy(), b[col].fillna('').astype(str).to_numpy()
+        out += [f"{'/'.join(map(str, k))}: {col} {v!r} committed, {w!r} now" for k, v, w in zip(both[x != y], y[x != y], x[x != y])]
+    va, vb = a.value.to_numpy(float), b.value.to_numpy(float)
+    bad = ~((np.isnan(va) & np.isnan(vb)) | (np.abs(va - vb) <= tol))
+    out += [f"{'/'.join(map(str, k))}: {x:.6g} committed, {y:.6g} now" for k, x, y in zip(both[bad], vb[bad], va[bad])]
+    return out
 
 # %% ../nbs/10_results.ipynb #a7e1c5ae
 def load_results(name:str, results_dir:str|Path='results') -> pd.DataFrame:

@@ -9,6 +9,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 import yaml
+import pandas as pd
 import socket, threading
 from .core import atomic_write, atomic_write_json
 from .config import TrainConfig, DistillConfig, resolve, run_id, split_distill, student_id, schema, check_type
@@ -21,7 +22,7 @@ __all__ = ['GRID_KEYS', 'RESERVED', 'REPLICATION_SEEDS', 'MALLOC_ENV', 'TRAIN_SI
            'GridError', 'Grid', 'template_parameters', 'load_grid', 'run_key', 'teacher_key', 'Unit', 'latest_gpucheck',
            'grid_results_dir', 'choose_pack', 'plan', 'execute_unit', 'claim_path', 'needs_work', 'run_claimed',
            'held_elsewhere', 'grid_cost', 'throughput_table', 'cost_text', 'grid_status', 'sweep', 'unit_cost',
-           'sweep_grids', 'collect']
+           'sweep_grids', 'collect', 'cheapest_unit', 'retrain_unit']
 
 # %% ../nbs/11_sweep.ipynb #d6960426
 GRID_KEYS = ('name', 'template', 'base', 'grid', 'cases', 'description', 'max_pack')
@@ -521,11 +522,24 @@ def sweep_grids(grid_paths:list, # grid files, run together
     return out
 
 # %% ../nbs/11_sweep.ipynb #fbeb39cc
-def collect(grid_path:str|Path|Grid, runs_dir:str|Path='runs', results_dir:str|Path='results', echo:bool=True, extra:dict|None=None):
-    "Gather a grid's finished runs into results/<grid>.csv (tidy) and results/<grid>.meta.json; report the others."
+def collect(grid_path:str|Path|Grid, runs_dir:str|Path='runs', results_dir:str|Path='results', echo:bool=True, extra:dict|None=None,
+            force:bool=False, # replace a results table that holds more runs than are finished now
+           ):
+    """Gather a grid's finished runs into results/<grid>.csv (tidy) and results/<grid>.meta.json; report the others.
+    With no finished run it writes nothing; a table that holds more runs than are finished now is kept unless `force`."""
     grid = grid_path if isinstance(grid_path, Grid) else load_grid(grid_path)
     ids = [run_key(grid, p) for p in grid.runs]
     df, report = collect_runs(Path(runs_dir) / grid.name, ids, grid.name)
+    csv = Path(results_dir) / f'{grid.name}.csv'
+    if csv.is_file():
+        try: held = pd.read_csv(csv, usecols=['run_id']).run_id.nunique()
+        except (ValueError, OSError, pd.errors.ParserError): held = 0
+        if not force and len(report['done']) < held:
+            raise GridError(f"{csv}: holds {held} runs, and {len(report['done'])} are finished in {Path(runs_dir) / grid.name}: "
+                            "not replaced (a wrong --runs-dir? --force replaces it)")
+    if not report['done']:
+        if echo: print(f"{grid.name}: no finished run in {Path(runs_dir) / grid.name}: nothing collected, nothing written")
+        return df, report
     csv, meta = write_results(df, results_meta(grid.spec, report, extra), results_dir, grid.name)
     if echo:
         print(f"{grid.name}: {len(report['done'])} runs collected into {csv} ({len(df)} rows); "
@@ -533,3 +547,23 @@ def collect(grid_path:str|Path|Grid, runs_dir:str|Path='runs', results_dir:str|P
         for state in ('failed', 'corrupt'):
             for rid, why in report[state]: print(f"  {state} {rid}: {why.splitlines()[0] if why else ''}")
     return df, report
+
+# %% ../nbs/11_sweep.ipynb #d8e9f0a2
+def cheapest_unit(grid:Grid, runs_dir:str|Path='runs') -> Unit:
+    "The unit of `grid` with the least work (`unit_cost`; ties: the smallest id), its run folders under `runs_dir`."
+    return min(plan(grid, runs_dir), key=lambda u: (unit_cost(grid, u), u.uid))
+
+def retrain_unit(grid:Grid, unit:Unit, runs_dir:str|Path):
+    "Train `unit` (planned under `runs_dir`) in this process as its template would; the tidy rows of its runs."
+    specs = json.loads(_runs_json(unit))
+    outs = [s.pop('out_dir') for s in specs]
+    if _kind(grid) == 'train':
+        from lsnoise.train import train_group
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        train_group([resolve({k: v for k, v in s.items() if k in names}) for s in specs], outs, progress=False)
+    elif _kind(grid) == 'distill':
+        from lsnoise.distill import distill_group
+        names = {f.name for f in dataclasses.fields(DistillConfig)}
+        distill_group([DistillConfig(**{k: v for k, v in s.items() if k in names}) for s in specs], outs, [s['teacher_dir'] for s in specs], progress=False)
+    else: raise GridError(f"{grid.path}: template {grid.template.name}: only the training and distillation templates can be retrained in process")
+    return collect_runs(Path(runs_dir) / grid.name, [it['run_id'] for it in unit.runs], grid.name)[0]

@@ -29,13 +29,16 @@ def test_cifar_rows_computed_from_a_gpu_table(root, tmp_path):
     shutil.copytree(root / 'results', res)
     fake_cifar100(res / 'paper-cifar100.csv')
     execute_notebook(root / 'nbs' / '30_reproduction.ipynb', tmp_path / 'report.ipynb', cwd=root / 'nbs', parameters={'results_dir': str(res)})
-    matrix, once = (res / 'headline.md').read_text().split('\n\n')           # the claim x data set matrix, then the claims checked once
-    assert matrix.splitlines()[0] == '| # | claim | digits, MLP | MNIST-1D, small CNN |'
-    head = {line.split(' | ')[0].strip('| ') + ' ' + line.split(' | ')[1]: line.split(' | ')[-1].rstrip(' |')
-            for line in once.splitlines()[2:]}
-    assert head['7 cifar100'] == 'partly: holds: LS > CE, FC > CE; not measured: BC < CE', head['7 cifar100']
-    assert head['8 cifar10'].startswith('not measured: lsnoise sweep experiments/paper-cifar10.yaml')
-    assert head['10 CIFAR'] == ('partly: holds: cifar100 resnet32, cifar100 resnet56; not measured: cifar10 resnet32, cifar10 resnet56'), head['10 CIFAR']
+    matrix, legend, once = (res / 'headline.md').read_text().split('\n\n')     # the claim x data set matrix, its legend, the claims checked once
+    assert matrix.splitlines()[0] == ('| # | claim | comparisons | digits, MLP, final epoch | digits, MLP, early stopping | '
+                                      'MNIST-1D, small CNN, final epoch | MNIST-1D, small CNN, early stopping |')
+    assert legend.startswith('✓ holds')
+    cells = [line.split(' | ') for line in once.splitlines()[2:]]
+    head = {' '.join(c[:3]).strip('| '): c[-1].rstrip(' |') for c in cells}
+    for protocol in ('final', 'best'):
+        assert head[f'7 cifar100 {protocol}'] == 'partly: holds: LS > CE, FC > CE; not measured: BC < CE', head[f'7 cifar100 {protocol}']
+        assert head[f'8 cifar10 {protocol}'].startswith('not measured: lsnoise sweep experiments/paper-cifar10.yaml')
+        assert head[f'10 CIFAR {protocol}'] == ('partly: holds: cifar100 resnet32, cifar100 resnet56; not measured: cifar10 resnet32, cifar10 resnet56'), head[f'10 CIFAR {protocol}']
     report = (res / 'reproduction.md').read_text()
     assert '54.0 ± n/a (n = 1)' in report                                     # a missing spread is shown as missing
     ls32 = pd.Series([0.60 + 0.002 * s + (0.001 if s % 2 else 0) for s in range(4)])

@@ -5,7 +5,7 @@ from matplotlib.image import imread
 from lsnoise.cli import reproduce, REPRODUCE_NOTEBOOKS, render_readme
 
 FIGURES = ('fig1_logistic_losses', 'fig_shrinkage_omega', 'fig_synthetic_boundaries', 'fig_accuracy_vs_alpha', 'fig_denoising',
-           'fig_calibration', 'fig_shrinkage', 'fig_distillation', 'fig_penultimate', 'fig_negative_alpha')
+           'fig_calibration', 'fig_shrinkage', 'fig_distillation', 'fig_penultimate', 'fig_negative_alpha', 'fig_forest')
 
 def test_main_job_redraws_everything_from_results(root, tmp_path):
     for d in ('nbs', 'results', 'experiments'): shutil.copytree(root / d, tmp_path / d)
@@ -34,12 +34,16 @@ def test_main_job_redraws_everything_from_results(root, tmp_path):
         assert kept == ran, f"{n}: written back without the outputs of its run"
         assert (tmp_path / 'nbs' / f'{n}.ipynb').read_bytes() == (root / 'nbs' / f'{n}.ipynb').read_bytes(), f"{n}.ipynb: its outputs changed on a re-run"
 
+GRIDS = {'cpu-default': 360, 'cpu-default-distill': 150, 'cpu-default-estimated': 20, 'cpu-mnist1d': 240, 'cpu-mnist1d-distill': 120,
+         'cpu-mnist1d-estimated': 20, 'cpu-followup': 150, 'cpu-followup-distill': 45, 'cpu-mnist1d-followup': 150, 'cpu-mnist1d-followup-distill': 45}
+
 def test_committed_results_are_complete(root):
+    "Every grid of the main job and the follow-up, and their replications, committed whole (5 seeds each) from a clean tree."
     meta = json.loads((root / 'results' / 'cpu-default.meta.json').read_text())
     assert meta['reproduction_wall_s'] > 0          # recorded (how long it may take is a benchmark's business, not a test's)
-    for grid, n in (('cpu-default', 216), ('cpu-default-distill', 90), ('cpu-default-estimated', 12), ('cpu-mnist1d', 144),
-                    ('cpu-mnist1d-distill', 72), ('cpu-mnist1d-estimated', 12), ('mnist1d-recipe', 18), ('cpu-followup', 90),
-                    ('cpu-followup-distill', 27), ('cpu-mnist1d-followup', 90), ('cpu-mnist1d-followup-distill', 27)):
+    for grid, n in [*GRIDS.items(), *((f'{g}-replication', n) for g, n in GRIDS.items()), ('mnist1d-recipe', 18)]:
         m = json.loads((root / 'results' / f'{grid}.meta.json').read_text())
         assert m['counts'] == {'done': n, 'failed': 0, 'pending': 0, 'corrupt': 0}, (grid, m['counts'])
-        assert m['environment']['git_commit']
+        if grid != 'mnist1d-recipe':
+            assert m['environment']['code_dirty'] is False and m['environment']['code_tree'], (grid, 'not made from a clean tree')
+            assert {'cpu', 'cpu_capability', 'torch_blas'} <= set(m['environment']['kernel_path']), grid
