@@ -166,7 +166,8 @@ def code_state(where:str|Path|None=None, # a folder inside the repository (defau
     return {'code_tree': hashlib.sha256(' '.join(trees).encode()).hexdigest()[:16], 'code_dirty': bool(status)}
 
 def kernel_path() -> dict:
-    "What picks this machine's float32 kernels: the CPU model, torch's CPU capability (vector ISA) and the BLAS of torch and numpy."
+    """What picks this machine's float32 kernels: the CPU model and its number of cores (which set the torch threads of
+    each unit of a sweep), torch's CPU capability (vector ISA) and the BLAS of torch and numpy."""
     cpu = platform.processor() or ''
     try:
         for line in Path('/proc/cpuinfo').read_text().splitlines():
@@ -177,7 +178,7 @@ def kernel_path() -> dict:
     torch_blas = next((p.split('=', 1)[1] for p in torch.__config__.show().replace(',', ' ').split() if p.startswith('BLAS_INFO=')), None)
     try: np_blas = (np.show_config(mode='dicts') or {}).get('Build Dependencies', {}).get('blas', {})
     except TypeError: np_blas = {}               # numpy < 1.26 has no dict form
-    return {'cpu': cpu or platform.machine(), 'cpu_capability': cap, 'torch_blas': torch_blas,
+    return {'cpu': cpu or platform.machine(), 'cpus': os.cpu_count(), 'cpu_capability': cap, 'torch_blas': torch_blas,
             'numpy_blas': ' '.join(str(np_blas[k]) for k in ('name', 'version') if np_blas.get(k)) or None}
 
 _ENVIRONMENT = {}
@@ -199,5 +200,5 @@ def numeric_differences(recorded:dict, # an `environment()` stored with results
     current = environment() if current is None else current
     out = [f"{k} {recorded.get(k)} -> {current.get(k)}" for k in ('torch', 'numpy') if recorded.get(k) != current.get(k)]
     rk, ck = recorded.get('kernel_path') or {}, current.get('kernel_path') or {}
-    out += [f"{k} {rk.get(k, 'not recorded')} -> {ck.get(k)}" for k in ('cpu', 'cpu_capability', 'torch_blas', 'numpy_blas') if rk.get(k) != ck.get(k)]
+    out += [f"{k} {rk.get(k, 'not recorded')} -> {ck.get(k)}" for k in ('cpu', 'cpus', 'cpu_capability', 'torch_blas', 'numpy_blas') if rk.get(k) != ck.get(k)]
     return out

@@ -111,7 +111,7 @@ def compare_results(new:pd.DataFrame, # tidy rows of runs trained again
     both = a.index.intersection(b.index)
     a, b = a.loc[both], b.loc[both]
     for col in [c for c in a.columns if c != 'value']:
-        x, y = a[col].fillna('').astype(str).to_numpy(), b[col].fillna('').astype(str).to_numpy()
+        x, y = (np.array([str(v) for v in t[col]]) for t in (a, b))      # str(nan) == 'nan' on both sides
         out += [f"{'/'.join(map(str, k))}: {col} {v!r} committed, {w!r} now" for k, v, w in zip(both[x != y], y[x != y], x[x != y])]
     va, vb = a.value.to_numpy(float), b.value.to_numpy(float)
     bad = ~((np.isnan(va) & np.isnan(vb)) | (np.abs(va - vb) <= tol))

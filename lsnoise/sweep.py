@@ -20,9 +20,9 @@ from .nbexec import execute_notebook
 # %% auto #0
 __all__ = ['GRID_KEYS', 'RESERVED', 'REPLICATION_SEEDS', 'MALLOC_ENV', 'TRAIN_SIZES', 'ASSUMED_IMAGES_PER_S', 'MODEL_COST',
            'GridError', 'Grid', 'template_parameters', 'load_grid', 'run_key', 'teacher_key', 'Unit', 'latest_gpucheck',
-           'grid_results_dir', 'choose_pack', 'plan', 'execute_unit', 'claim_path', 'needs_work', 'run_claimed',
-           'held_elsewhere', 'grid_cost', 'throughput_table', 'cost_text', 'grid_status', 'sweep', 'unit_cost',
-           'sweep_grids', 'collect', 'cheapest_unit', 'retrain_unit']
+           'grid_results_dir', 'choose_pack', 'plan', 'execute_unit', 'unit_threads', 'claim_path', 'needs_work',
+           'run_claimed', 'held_elsewhere', 'grid_cost', 'throughput_table', 'cost_text', 'grid_status', 'sweep',
+           'unit_cost', 'sweep_grids', 'collect', 'cheapest_unit', 'retrain_unit']
 
 # %% ../nbs/11_sweep.ipynb #d6960426
 GRID_KEYS = ('name', 'template', 'base', 'grid', 'cases', 'description', 'max_pack')
@@ -238,6 +238,10 @@ def _die_with_parent():
     try: ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
     except (OSError, AttributeError): pass
 
+def unit_threads(workers:int) -> int:
+    "Torch threads of each unit when `workers` units run at once on this machine: its cores shared out (part of what fixes float32 round-off)."
+    return max(1, (os.cpu_count() or 1) // workers)
+
 MALLOC_ENV = {'MALLOC_MMAP_THRESHOLD_': str(1 << 30), 'MALLOC_TRIM_THRESHOLD_': str(1 << 30), 'MALLOC_TOP_PAD_': str(1 << 28)}
 
 def _init_worker(gpu_queue, threads):
@@ -424,7 +428,7 @@ def sweep(grid_path:str|Path, # the grid file
         n_gpu = _gpu_count()
         gpu_units = any(u.gpu for u in todo)
         if gpu_units and n_gpu > 1: workers = n_gpu
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        threads = unit_threads(workers)
         import multiprocessing as mp
         ctx = mp.get_context('spawn')
         q = None
@@ -505,7 +509,7 @@ def sweep_grids(grid_paths:list, # grid files, run together
     total = max(left, 1)
     if todo:
         import multiprocessing as mp
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        threads = unit_threads(workers)
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context('spawn'), initializer=_init_worker, initargs=(None, threads)) as ex:
             futs = {ex.submit(_local_unit, str(g.template), u, str(root / '_work' / f'{socket.gethostname()}-{os.getpid()}'), threads, str(root), False):
                     (c, g, u) for c, g, root, u in todo}
@@ -553,10 +557,20 @@ def cheapest_unit(grid:Grid, runs_dir:str|Path='runs') -> Unit:
     "The unit of `grid` with the least work (`unit_cost`; ties: the smallest id), its run folders under `runs_dir`."
     return min(plan(grid, runs_dir), key=lambda u: (unit_cost(grid, u), u.uid))
 
-def retrain_unit(grid:Grid, unit:Unit, runs_dir:str|Path):
-    "Train `unit` (planned under `runs_dir`) in this process as its template would; the tidy rows of its runs."
+def retrain_unit(grid:Grid, unit:Unit, runs_dir:str|Path,
+                 threads:int|None=None, # torch threads (default: those of a unit of `lsnoise reproduce`, two units at once)
+                ):
+    "Train `unit` (planned under `runs_dir`) in this process as its template would, with the same torch threads; the tidy rows of its runs."
+    import torch
     specs = json.loads(_runs_json(unit))
     outs = [s.pop('out_dir') for s in specs]
+    before = torch.get_num_threads()
+    torch.set_num_threads(unit_threads(2) if threads is None else threads)
+    try: _train_unit(grid, specs, outs)
+    finally: torch.set_num_threads(before)
+    return collect_runs(Path(runs_dir) / grid.name, [it['run_id'] for it in unit.runs], grid.name)[0]
+
+def _train_unit(grid, specs, outs):
     if _kind(grid) == 'train':
         from lsnoise.train import train_group
         names = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -566,4 +580,3 @@ def retrain_unit(grid:Grid, unit:Unit, runs_dir:str|Path):
         names = {f.name for f in dataclasses.fields(DistillConfig)}
         distill_group([DistillConfig(**{k: v for k, v in s.items() if k in names}) for s in specs], outs, [s['teacher_dir'] for s in specs], progress=False)
     else: raise GridError(f"{grid.path}: template {grid.template.name}: only the training and distillation templates can be retrained in process")
-    return collect_runs(Path(runs_dir) / grid.name, [it['run_id'] for it in unit.runs], grid.name)[0]
