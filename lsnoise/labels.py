@@ -69,8 +69,8 @@ def load_label_file(path:str|Path, # a torch.save file of a dict of label arrays
     try:
         if safe is not None:
             with safe(_allowed_globals()): d = torch.load(path, map_location='cpu', weights_only=True)
-        elif sha256 is not None: d = torch.load(path, map_location='cpu', weights_only=False)   # old torch: trusted because its digest matched
-        else: raise ValueError(f"{path}: this torch has no restricted unpickler; only a file with a pinned SHA-256 can be read")
+        else: raise ValueError(f"{path}: this torch has no restricted unpickler (torch.serialization.safe_globals, torch >= 2.5): "
+                               "label files are read only with it, never by running code from them")
     except ValueError: raise
     except Exception as e:
         why = next((l.strip() for l in str(e).splitlines() if 'Unsupported global' in l or 'but got' in l), str(e).splitlines()[0] if str(e) else type(e).__name__)
