@@ -10,8 +10,8 @@ from .nbexec import execute_notebook
 
 # %% auto #0
 __all__ = ['REPRODUCE_GRIDS', 'FOLLOWUP_GRIDS', 'REPRODUCE_NOTEBOOKS', 'REPORT_NOTEBOOKS', 'PENULTIMATE', 'render_readme',
-           'keep_outputs', 'update_headline', 'environment_note', 'reproduce', 'add_config_args', 'build_parser',
-           'main']
+           'keep_outputs', 'update_headline', 'environment_note', 'check_repository', 'reproduce', 'add_config_args',
+           'build_parser', 'main']
 
 # %% ../nbs/12_cli.ipynb #58af3945
 def render_readme(nb_path:str|Path='nbs/index.ipynb', # the index notebook
@@ -102,6 +102,15 @@ def environment_note(results:str|Path) -> str|None:
     return (f"note: the committed results were made with another environment ({'; '.join(diff)}): numbers will move at round-off level, "
             f"and verdicts near their thresholds may move with them (the lock file pins the versions: make reproduce)") if diff else None
 
+def check_repository(root:str|Path) -> Path:
+    "`root` if it is a checkout of this project (settings.ini of lsnoise, experiments/, nbs/); else a one-line ValueError."
+    root = Path(root)
+    ini = root / 'settings.ini'
+    try: ok = ini.is_file() and 'lib_name = lsnoise' in ini.read_text() and (root / 'experiments').is_dir() and (root / 'nbs').is_dir()
+    except (OSError, UnicodeDecodeError): ok = False
+    if not ok: raise ValueError(f"root {root}: not a checkout of lsnoise (it needs settings.ini with lib_name = lsnoise, experiments/ and nbs/)")
+    return root
+
 def reproduce(root:str|Path='.', # repository root
               out:str|Path='runs/reproduce', # where the executed notebooks go (relative to root)
               workers:int=2, # parallel units of the sweeps (and notebooks executed at once)
@@ -116,6 +125,7 @@ def reproduce(root:str|Path='.', # repository root
     try: import papermill
     except ImportError: raise SystemExit("lsnoise reproduce needs papermill: pip install -e '.[dev]' (or run `make reproduce`)")
     root = Path(root).resolve(); nbs = root / 'nbs'; out = root / out; results = root / 'results'
+    check_repository(root)
     note = environment_note(results)
     if note: print(note, flush=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -161,7 +171,11 @@ def reproduce(root:str|Path='.', # repository root
     return [out / f'{n}.ipynb' for n in todo]
 
 def _cmd_reproduce(args):
-    reproduce(args.root, workers=args.workers, sweeps=not args.from_results, followup=args.followup, replication=args.replication); return 0
+    from lsnoise.sweep import GridError, SweepInterrupted
+    try: reproduce(args.root, workers=args.workers, sweeps=not args.from_results, followup=args.followup, replication=args.replication)
+    except SweepInterrupted as e: print(f"lsnoise reproduce: {e}", file=sys.stderr); return e.status
+    except (GridError, ValueError) as e: print(f"lsnoise reproduce: error: {e}", file=sys.stderr); return 2
+    return 0
 
 def _flag_type(p):
     "argparse type of a schema parameter: its base type, `recipe` for None where allowed, its allowed values checked."
@@ -190,7 +204,7 @@ def add_config_args(parser, cls):
 
 def _summary(rec):
     run, m = rec['run'], rec['metrics']
-    line = f"{run['run_id']}: {run['status']}"
+    line = f"{run['run_id']}: {run['status']}" + (' (reused: the folder already held this run\'s finished record, nothing was trained)' if rec.get('reused') else '')
     if run.get('error'): line += f" ({run['error']})"
     if m.get('final'):
         f, b = m['final'], m['best']
@@ -202,7 +216,7 @@ def _run_config(args, cls, fn):
     import dataclasses
     cfg = cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
     from lsnoise.data import DatasetNotFound
-    try: rec = fn(cfg, args.out, progress=False if args.no_progress else None)
+    try: rec = fn(cfg, args.out, progress=False if args.no_progress else None, force=args.force)
     except ValueError as e: print(f"lsnoise {args.command}: error: {e}", file=sys.stderr); return 2
     except DatasetNotFound as e: print(f"lsnoise {args.command}: {e}", file=sys.stderr); return 1
     print(_summary(rec))
@@ -221,9 +235,10 @@ def _cmd_distill(args):
 
 def _grid_call(fn):
     def run(args):
-        from lsnoise.sweep import GridError
+        from lsnoise.sweep import SweepInterrupted
         try: return fn(args)
-        except GridError as e: print(f"lsnoise {args.command}: error: {e}", file=sys.stderr); return 2
+        except SweepInterrupted as e: print(f"lsnoise {args.command}: {e}", file=sys.stderr); return e.status
+        except ValueError as e: print(f"lsnoise {args.command}: error: {e}", file=sys.stderr); return 2    # GridError is one
     return run
 
 @_grid_call
@@ -236,15 +251,16 @@ def _cmd_sweep(args):
 
 @_grid_call
 def _cmd_status(args):
-    from lsnoise.sweep import load_grid, grid_status
+    from lsnoise.sweep import load_grid, grid_status, check_folder
     g = load_grid(args.grid)
+    check_folder(check_folder(args.runs_dir, 'runs_dir') / g.name, 'runs_dir')
     st = grid_status(g, args.runs_dir)
     print(f"{g.name}: {len(g.runs)} runs: done {len(st['done'])}, failed {len(st['failed'])}, pending {len(st['pending'])}, corrupt {len(st['corrupt'])}")
     from lsnoise.store import run_status
     root = Path(args.runs_dir) / g.name
     for s in ('failed', 'corrupt'):
         for rid in st[s]:
-            why = (run_status(root / rid)[2] or '').splitlines()
+            why = (run_status(root / rid, rid)[2] or '').splitlines()
             print(f"  {s}: {rid}: {why[0] if why else ''}" + (' (the next sweep trains it again)' if s == 'corrupt' else ''))
     return 0
 
@@ -256,10 +272,11 @@ def _cmd_collect(args):
 
 def _cmd_noise_export(args):
     from lsnoise.data import export_noisy_labels
+    from lsnoise.data import DatasetNotFound
     try:
-        info = export_noisy_labels(args.dataset, args.noise, args.rho, args.seed, args.out, root=args.data_root or None)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"lsnoise noise export: {e}", file=sys.stderr); return 1
+        info = export_noisy_labels(args.dataset, args.noise, args.rho, args.seed, args.out, root=args.data_root or None, force=args.force)
+    except ValueError as e: print(f"lsnoise noise export: error: {e}", file=sys.stderr); return 2
+    except (DatasetNotFound, FileNotFoundError) as e: print(f"lsnoise noise export: {e}", file=sys.stderr); return 1
     print(f"{args.out}: {info['n']} labels of {args.dataset}, {args.noise} rho {args.rho:g} seed {args.seed}, flip rate {info['flip_rate']:.4f}, "
           f"SHA-256 {info['labels_sha256']} (sidecar {args.out}.json)")
     return 0
@@ -270,6 +287,13 @@ def _cmd_docs(args):
     except (DocsBuildError, ValueError, FileNotFoundError) as e:
         print(f"lsnoise docs: {e}", file=sys.stderr); return 1
     return 0
+
+def _workers(text:str) -> int:
+    "argparse type of --workers: an integer at least 1."
+    try: n = int(text)
+    except ValueError: n = 0
+    if n < 1: raise argparse.ArgumentTypeError(f"workers must be an integer at least 1, got {text!r}")
+    return n
 
 def build_parser() -> argparse.ArgumentParser:
     "The argument parser of the `lsnoise` command."
@@ -287,10 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_args(t, cls)
         t.add_argument('--out', metavar='DIR', default=None, help='directory for run.json, metrics.json and checkpoints')
         t.add_argument('--no-progress', action='store_true', help='no progress bar (also off when $CI is set)')
+        t.add_argument('--force', action='store_true', help="write into --out even if it holds other files or another run's record (they are left or replaced, never deleted)")
         t.set_defaults(func=fn)
     sw = sub.add_parser('sweep', help='run every unfinished run of a grid file')
     sw.add_argument('grid', help='grid file (YAML), e.g. experiments/smoke.yaml')
-    sw.add_argument('--workers', type=int, default=1, help='parallel units on this machine (local backend)')
+    sw.add_argument('--workers', type=_workers, default=1, help='parallel units on this machine (local backend)')
     sw.add_argument('--backend', choices=('local', 'ray'), default='local', help='where units run')
     sw.add_argument('--address', default=None, help="Ray cluster address, e.g. 10.0.0.1:6379 (default: a local Ray)")
     sw.add_argument('--dry-run', action='store_true', help='print the plan, run nothing')
@@ -314,10 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument('--seed', type=int, default=0, help='seed of the noise draw')
     ex.add_argument('--out', required=True, metavar='FILE.npy', help='the labels file; its sidecar is FILE.npy.json')
     ex.add_argument('--data-root', default='', help="data directory ('' for the default)")
+    ex.add_argument('--force', action='store_true', help='replace an existing file at --out (never the noise file that is read)')
     ex.set_defaults(func=_cmd_noise_export)
     rp = sub.add_parser('reproduce', help='the main job: execute the reproduction notebooks')
     rp.add_argument('--root', default='.', help='repository root (default: the current directory)')
-    rp.add_argument('--workers', type=int, default=2, help='parallel units of the sweeps (default: 2)')
+    rp.add_argument('--workers', type=_workers, default=2, help='parallel units of the sweeps (default: 2)')
     rp.add_argument('--from-results', action='store_true', help='skip the sweeps: re-draw figures and the report from results/')
     rp.add_argument('--followup', action='store_true', help='also train the follow-up grids (negative smoothing, warm-up, clipping, FC teachers)')
     rp.add_argument('--replication', action='store_true',
@@ -328,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument('--out', default=None, help='site folder (default: ROOT/_site)')
     dc.add_argument('--mathjax', choices=('auto', 'local', 'cdn'), default='auto',
                     help='serve MathJax 3 from the site (local; installed with npm), from a CDN, or local with a CDN fallback (auto)')
-    dc.add_argument('--workers', type=int, default=2, help='notebooks executed in parallel (default: 2)')
+    dc.add_argument('--workers', type=_workers, default=2, help='notebooks executed in parallel (default: 2)')
     dc.add_argument('--force', action='store_true', help='re-execute every notebook, ignoring the cache in ROOT/_build')
     dc.add_argument('--only', nargs='*', metavar='PAGE', help='build only these pages (and the home page), e.g. theory noise')
     dc.set_defaults(func=_cmd_docs)
@@ -343,4 +369,11 @@ def main(argv:list|None=None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
     if not getattr(args, 'func', None): p.print_help(); return 2
-    return args.func(args)
+    try:
+        rc = args.func(args)
+        sys.stdout.flush()                           # a closed pipe shows here, not at exit
+        return rc
+    except BrokenPipeError:                          # `lsnoise status | head`: the reader left; say nothing more
+        try: os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError): pass
+        return 141

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import copy, hashlib, json, math, re
 from dataclasses import dataclass, field, asdict, fields
+from pathlib import Path
 from .core import check_range, check_int
 from .data import DATASETS, LABEL_NOISE, check_noise
 from .models import MODELS, default_model
@@ -13,8 +14,8 @@ from .losses import check_clip
 
 # %% auto #0
 __all__ = ['METHODS', 'T_SOURCES', 'RECIPES', 'DEVICE_PATTERN', 'RECIPE_DEFAULTS', 'param', 'TrainConfig', 'Param', 'schema',
-           'check_type', 'config_from', 'check_device_name', 'resolve', 'run_id', 'DistillConfig', 'split_distill',
-           'student_id', 'parameters_cell']
+           'check_type', 'config_from', 'check_device_name', 'resolve', 'data_identity', 'run_id', 'DistillConfig',
+           'split_distill', 'student_id', 'parameters_cell', 'ParameterError', 'injected_names', 'check_parameters']
 
 # %% ../nbs/07a_config.ipynb #ae5d5fbc
 METHODS = ('ce', 'ls', 'fc', 'bc')
@@ -125,6 +126,8 @@ def resolve(cfg:TrainConfig|dict) -> TrainConfig:
     for p in schema(TrainConfig): check_type(p, getattr(c, p.name))
     _choice('dataset', c.dataset, DATASETS)
     _choice('method', c.method, METHODS); _choice('T_source', c.T_source, T_SOURCES)
+    if c.method in ('ce', 'ls') and c.T_source != 'alpha':
+        raise ValueError(f"T_source applies to methods fc and bc only (method {c.method!r} uses no T): leave it 'alpha', got {c.T_source!r}")
     if c.model is None: c.model = default_model(c.dataset)
     _choice('model', c.model, MODELS)
     if c.width is not None and c.model != 'cnn': raise ValueError(f"width applies to model cnn only; got model={c.model} with width={c.width}")
@@ -164,9 +167,15 @@ def resolve(cfg:TrainConfig|dict) -> TrainConfig:
     check_device_name(c.device)
     return c
 
+def data_identity(cfg:TrainConfig) -> dict:
+    "What a run id covers besides the config: the SHA-256 of a noise file's bytes, so that a changed file is a new run."
+    if not cfg.noise.startswith('file:'): return {}
+    try: return {'noise_file_sha256': hashlib.sha256(Path(cfg.noise[5:]).expanduser().read_bytes()).hexdigest()}
+    except OSError: return {'noise_file_sha256': None}            # unreadable: the run fails when it loads it, in one line
+
 def run_id(cfg:TrainConfig, extra:dict|None=None) -> str:
-    "Short hash of the resolved parameters (plus `extra`): the same run always gets the same id."
-    payload = json.dumps({**asdict(cfg), **(extra or {})}, sort_keys=True, default=str)
+    "Short hash of the resolved parameters, the data they name (`data_identity`) and `extra`: the same run always gets the same id."
+    payload = json.dumps({**asdict(cfg), **data_identity(cfg), **(extra or {})}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 # %% ../nbs/07a_config.ipynb #0f1310e7
@@ -209,3 +218,31 @@ def parameters_cell(cls, # a config dataclass
         lines.append(f"{p.name}: {ann} = {p.default!r}  # {p.help}{choices}")
     lines += [f"{n}: {t} = {d!r}  # {h}" for n, t, d, h in extra]
     return '\n'.join(lines)
+
+# %% ../nbs/07a_config.ipynb #7c3e9a02
+class ParameterError(ValueError):
+    "A parameter a template does not declare; shown as one line in a notebook."
+    def _render_traceback_(self): return [f"ParameterError: {self}"]
+
+def injected_names(history:list) -> set:
+    "The names assigned in papermill's injected cells (sources that start with '# Parameters') among executed cell sources."
+    import ast
+    names = set()
+    for src in history:
+        if isinstance(src, str) and src.startswith('# Parameters\n'):
+            try: tree = ast.parse(src)
+            except SyntaxError: continue
+            names |= {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)}
+    return names
+
+def check_parameters(history:list, # the kernel's input history (`In` in IPython; [] elsewhere)
+                     cls, # the config dataclass the template runs
+                     extra:tuple=(), # the template's other parameters (e.g. out_dir)
+                    ) -> None:
+    "Raise a one-line `ParameterError` if papermill injected a parameter that is neither a field of `cls` nor in `extra`."
+    known = [p.name for p in schema(cls)] + list(extra)
+    unknown = sorted(injected_names(history) - set(known))
+    if unknown:
+        close = {n: [k for k in known if k.lower().startswith(n.lower()[:3])][:3] for n in unknown}
+        hint = '; '.join(f"{n}: did you mean {', '.join(c)}?" for n, c in close.items() if c)
+        raise ParameterError(f"unknown parameter(s) {', '.join(unknown)}: this template declares {', '.join(known)}" + (f" ({hint})" if hint else ''))

@@ -64,7 +64,11 @@ def _mnist1d(name, root):
         finally: np.random.set_state(state[0]); random.setstate(state[1])
         atomic_write(cache, lambda t: np.savez(t, x=d['x'], y=d['y'], x_test=d['x_test'], y_test=d['y_test']),
                      tmp=cache.with_suffix('.tmp.npz'))   # np.savez appends .npz to any other name
-    d = np.load(cache)
+    import zipfile
+    try:
+        with np.load(cache) as z: d = {k: z[k] for k in ('x', 'y', 'x_test', 'y_test')}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise DatasetNotFound(f"{cache}: a damaged cache of {name} ({type(e).__name__}: {str(e)[:80]}); delete this file and it is generated again") from None
     f = lambda a: a.astype(np.float32)[:, None]                      # (N, 1, 40)
     return CleanData(name, f(d['x']), d['y'].astype(np.int64), f(d['x_test']), d['y_test'].astype(np.int64), 10)
 
@@ -179,6 +183,10 @@ def make_noisy_data(dataset:str='digits', # one of `DATASETS`
     L = clean.num_classes
     perm = np_rng(seed, 'val-split', dataset).permutation(len(noisy))
     n_val = int(round(val_fraction * len(noisy)))
+    if val_fraction > 0 and not L <= n_val < len(noisy):           # model selection needs a validation example per class
+        lo, hi = math.ceil((L - 0.5) / len(noisy) * 1e4) / 1e4, math.floor((len(noisy) - 0.5) / len(noisy) * 1e4) / 1e4
+        raise ValueError(f"val_fraction {val_fraction:g} holds out {n_val} of the {len(noisy)} {dataset} training examples; "
+                         f"it needs one per class ({L}) and leaves at least one to train on: val_fraction must be in [{lo:g}, {hi:g}]")
     val, train = perm[:n_val], np.sort(perm[n_val:])
     x = torch.from_numpy(clean.x_train)
     xf = x[train].float()
@@ -199,12 +207,16 @@ def make_noisy_data(dataset:str='digits', # one of `DATASETS`
 # %% ../nbs/05_data.ipynb #85d20c05
 def export_noisy_labels(dataset:str, noise:str, rho:float, seed:int, # what `make_noisy_data` would draw
                         out:str|Path, # the .npy to write (its JSON sidecar goes beside it)
-                        root:str|Path|None=None, download:bool=True) -> dict:
+                        root:str|Path|None=None, download:bool=True,
+                        force:bool=False, # replace an existing file at `out` (never the noise file read)
+                       ) -> dict:
     "Write the noisy training labels (the whole training set, before the validation split) of a noise draw to `out`."
-    from lsnoise.labels import export_noise
+    from lsnoise.labels import export_noise, check_noise_out
     noise, rho, seed = _checked_draw(dataset, noise, rho, seed)
+    source = noise[5:] if noise.startswith('file:') else None
+    check_noise_out(out, force, source)                                              # refused before any data is read
     clean, noisy, _ = _noisy_labels(dataset, noise, rho, seed, root, download)      # the labels make_noisy_data splits
-    return export_noise(noisy, clean.y_train, clean.num_classes, out, dataset=dataset, kind=noise, rho=rho, seed=seed)
+    return export_noise(noisy, clean.y_train, clean.num_classes, out, force=force, source=source, dataset=dataset, kind=noise, rho=rho, seed=seed)
 
 # %% ../nbs/05_data.ipynb #15641021
 def random_crop_flip(x:torch.Tensor, # (B, C, H, W) batch, any dtype

@@ -14,7 +14,7 @@ from .data import make_noisy_data
 from .models import build_model
 from .config import DistillConfig, split_distill, student_id, run_id
 from .engine import RunLoss, GroupLoss, fit, init_model
-from .store import finished_record, write_record, load_model, run_status
+from .store import finished_record, write_record, load_model, run_status, check_out
 from .train import train_group, group_configs, group_key, run_loss, method_T, make_record, predict
 
 # %% auto #0
@@ -53,22 +53,27 @@ def distill_group(cfgs:list, # DistillConfigs (or dicts) of students that share 
                   outs:list|None=None, # one student directory per config (None: nothing written)
                   teacher_dirs:list|None=None, # one teacher directory per config (default: out/teacher)
                   progress:bool|None=None,
+                  force:bool=False, # write into folders that hold other files or another run's record (see `store.check_out`)
                  ) -> list:
-    "Train (or reuse) the teachers, then distil all students as one group; return the students' records."
+    "Train (or reuse) the teachers, then distil all students as one group; return the students' records (a finished one `reused`)."
     parts = [split_distill(c) for c in cfgs]
     n = len(parts)
     outs = [Path(o) if o else None for o in outs] if outs is not None else [None] * n
     tdirs = [Path(t) if t else None for t in teacher_dirs] if teacher_dirs is not None else [None] * n
     tdirs = [t if t is not None else (o / 'teacher' if o is not None else None) for t, o in zip(tdirs, outs)]
     sids = [student_id(*p) for p in parts]
+    outs = [check_out(o, s, force) for o, s in zip(outs, sids)]         # every folder is checked before anything trains
+    for p, t in zip(parts, tdirs): check_out(t, run_id(p[0]), force)
     records = [finished_record(o, s) for o, s in zip(outs, sids)]
+    for r in records:
+        if r is not None: r['reused'] = True
     todo = [i for i in range(n) if records[i] is None]
     if not todo: return records
     keys = {group_key(parts[i][1]) for i in todo}
     if len(keys) > 1 or (len(todo) > 1 and None in keys):            # students that cannot share one group: one call per group
         for g in group_configs([parts[i][1] for i in todo]):
             sub = [todo[j] for j in g]
-            for i, r in zip(sub, distill_group([cfgs[i] for i in sub], [outs[i] for i in sub], [tdirs[i] for i in sub], progress)): records[i] = r
+            for i, r in zip(sub, distill_group([cfgs[i] for i in sub], [outs[i] for i in sub], [tdirs[i] for i in sub], progress, force)): records[i] = r
         return records
     t0 = time.time()
     s0 = parts[todo[0]][1]
@@ -88,7 +93,7 @@ def distill_group(cfgs:list, # DistillConfigs (or dicts) of students that share 
     tl = list(need.values())
     for g in group_configs([c for c, _ in tl]):
         for j, rec in zip(g, train_group([tl[j][0] for j in g], [tl[j][1] for j in g], progress=progress, data=data,
-                                         keep_models=True, save_models=True)):
+                                         keep_models=True, save_models=True, force=force)):
             teachers[rec['run']['run_id']] = rec
     # 2. soft targets; 3. all students as one group
     L = data.num_classes
@@ -138,6 +143,7 @@ def distill(cfg:DistillConfig|dict, # the distillation config
             out:str|Path|None=None, # student directory; the teacher goes to out/teacher unless teacher_dir is given
             teacher_dir:str|Path|None=None, # where the teacher's record and weights live (shared by several students)
             progress:bool|None=None,
+            force:bool=False, # write into folders that hold other files or another run's record
            ) -> dict:
     "Train (or reuse) the teacher, distil a student from its soft labels; return the student's record."
-    return distill_group([cfg], [out], [teacher_dir], progress=progress)[0]
+    return distill_group([cfg], [out], [teacher_dir], progress=progress, force=force)[0]

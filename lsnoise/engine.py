@@ -21,10 +21,11 @@ from .metrics import evaluate_logits_group, denoising_group
 from .config import TrainConfig
 
 # %% auto #0
-__all__ = ['COLLAPSE_SHARE', 'COLLAPSE_CHANCE', 'COLLAPSE_PATIENCE', 'SYNC_EVERY', 'Stacked', 'StackedMLP', 'StackedCNN',
-           'SingleModel', 'PackedResNet', 'StackedResNet', 'stack_models', 'init_model', 'RunLoss', 'GroupLoss',
-           'progress_bar', 'epochs_and_steps', 'milestone_steps', 'finite_or_none', 'summarise', 'finite_health',
-           'is_collapsed', 'health_check', 'evaluate_group', 'load_checkpoint', 'fit']
+__all__ = ['PROGRESS_FILE_ENV', 'PROGRESS_NOTE_S', 'COLLAPSE_SHARE', 'COLLAPSE_CHANCE', 'COLLAPSE_PATIENCE', 'SYNC_EVERY',
+           'Stacked', 'StackedMLP', 'StackedCNN', 'SingleModel', 'PackedResNet', 'StackedResNet', 'stack_models',
+           'init_model', 'RunLoss', 'GroupLoss', 'progress_bar', 'progress_note', 'epochs_and_steps', 'milestone_steps',
+           'finite_or_none', 'summarise', 'finite_health', 'is_collapsed', 'health_check', 'evaluate_group',
+           'load_checkpoint', 'fit']
 
 # %% ../nbs/07b_engine.ipynb #4cb215fe
 class Stacked:
@@ -301,6 +302,27 @@ def progress_bar(total:int, desc:str, enabled:bool|None):
     from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
+PROGRESS_FILE_ENV = 'LSNOISE_PROGRESS_FILE'     # set by a sweep's worker: where its unit reports progress
+PROGRESS_NOTE_S = 20.0                          # at most this long between two notes while a unit trains
+
+def progress_note(desc:str, epochs:int, K:int):
+    "note(epoch, alive, force=False): write {desc, epoch, epochs, alive, K, ...} to $LSNOISE_PROGRESS_FILE, at most every PROGRESS_NOTE_S; None if it is unset."
+    path = os.environ.get(PROGRESS_FILE_ENV)
+    if not path: return None
+    import json, time
+    t0, last = time.time(), [0.0]
+    def note(epoch, alive, start_epoch, force=False):
+        now = time.time()
+        if not force and now - last[0] < PROGRESS_NOTE_S: return
+        last[0] = now
+        info = {'desc': desc, 'epoch': epoch, 'epochs': epochs, 'alive': alive, 'K': K, 'start_epoch': start_epoch, 'started': t0, 'time': now}
+        try:
+            tmp = f'{path}.{os.getpid()}.tmp'
+            with open(tmp, 'w') as f: json.dump(info, f)
+            os.replace(tmp, path)
+        except OSError: pass                        # progress is a courtesy: it never stops training
+    return note
+
 def epochs_and_steps(cfg:TrainConfig, n_train:int) -> tuple:
     "(epochs, optimiser steps) of a resolved config on a training set of `n_train` examples."
     per_epoch = math.ceil(n_train / cfg.batch_size)
@@ -447,6 +469,8 @@ def fit(cfg:TrainConfig, # resolved config: optimiser, schedule, batch size, see
         nonfinite.zero_()
     bar = progress_bar(epochs, desc, progress)
     if bar is not None: bar.update(state['epoch'])
+    note = progress_note(desc, epochs, K)
+    if note is not None: note(state['epoch'], n_alive, resumed_from, force=True)
     for epoch in range(state['epoch'], epochs):
         if phase is not None: loss = phase(epoch) or loss
         total, count = torch.zeros(K, device=dev), 0
@@ -465,7 +489,9 @@ def fit(cfg:TrainConfig, # resolved config: optimiser, schedule, batch size, see
             if frozen is not None: model.restore(frozen, dead)
             state['step'] += 1
             total += losses.detach() * len(idx); count += len(idx)
-            if state['step'] % SYNC_EVERY == 0: check(nonfinite, epoch)
+            if state['step'] % SYNC_EVERY == 0:
+                check(nonfinite, epoch)
+                if note is not None: note(epoch + count / max(len(data.y_train), 1), n_alive, resumed_from)
             if not n_alive: break
         check(nonfinite, epoch)                       # before every evaluation: a run never evaluates past its divergence
         if n_alive and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == epochs):
@@ -478,6 +504,7 @@ def fit(cfg:TrainConfig, # resolved config: optimiser, schedule, batch size, see
                 if verdict is not None: stop([k], verdict[0], lambda _k: verdict[1], epoch + 1)
         state['epoch'] = epoch + 1
         if bar is not None: bar.update(1); bar.set_postfix(alive=n_alive)
+        if note is not None: note(epoch + 1, n_alive, resumed_from)
         if ckpt is not None:
             atomic_torch_save({'params': model.state_dict(), 'opt': opt.state_dict(), 'sched': sched.state_dict(),
                                'state': state, 'alive': alive, 'frozen': frozen}, ckpt)

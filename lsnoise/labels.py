@@ -13,7 +13,7 @@ from .noise import flip_rate
 
 # %% auto #0
 __all__ = ['HUMAN_FILES', 'HUMAN_NOISE', 'labels_sha256', 'file_sha256', 'realised_T', 'load_label_file', 'check_human_kind',
-           'fetch_human_file', 'human_labels', 'sidecar', 'export_noise', 'read_noise_file']
+           'fetch_human_file', 'human_labels', 'sidecar', 'check_noise_out', 'export_noise', 'read_noise_file']
 
 # %% ../nbs/05a_labels.ipynb #c088d22b
 HUMAN_FILES = {   # file -> (download URL, SHA-256, bytes): UCSC-REAL/cifar-10-100n, data/ (commit 49df7d8), CC BY-NC 4.0
@@ -136,12 +136,28 @@ def human_labels(kind:str, # a key of `HUMAN_NOISE`
 # %% ../nbs/05a_labels.ipynb #81c33e47
 def sidecar(path:str|Path) -> Path: return Path(str(path) + '.json')
 
+def check_noise_out(out:str|Path, # the .npy to write
+                    force:bool=False, # replace an existing file (never the noise file the labels were read from)
+                    source:str|Path|None=None, # the noise file the labels come from, if any
+                   ) -> Path:
+    "`out` as a Path if a noise file may be written there; else a one-line ValueError naming it."
+    out = Path(out)
+    if out.suffix != '.npy': raise ValueError(f"out must end in .npy, got {str(out)!r}")
+    if out.is_dir(): raise ValueError(f"out {out}: is a folder; give the path of a .npy file")
+    if source is not None and Path(source).resolve() == out.resolve():
+        raise ValueError(f"out {out}: is the noise file the labels are read from; write the copy elsewhere")
+    for f in (out, sidecar(out)):
+        if f.exists() and not force: raise ValueError(f"out {out}: {f} exists: refused (another path, or --force to replace it)")
+    return out
+
 def export_noise(noisy, # noisy training labels (the full training set, in the data set's order)
                  clean, # the clean training labels
-                 num_classes:int, out:str|Path, **meta) -> dict:
-    "Write `out` (.npy) and its JSON sidecar; return the sidecar's content."
-    noisy, clean, out = np.asarray(noisy, dtype=np.int64), np.asarray(clean, dtype=np.int64), Path(out)
-    if out.suffix != '.npy': raise ValueError(f"out must end in .npy, got {str(out)!r}")
+                 num_classes:int, out:str|Path,
+                 force:bool=False, # replace an existing file (never the noise file the labels were read from)
+                 source:str|Path|None=None, # the noise file the labels come from, if any
+                 **meta) -> dict:
+    "Write `out` (.npy) and its JSON sidecar; return the sidecar's content. An existing `out` is replaced only with `force`."
+    noisy, clean, out = np.asarray(noisy, dtype=np.int64), np.asarray(clean, dtype=np.int64), check_noise_out(out, force, source)
     info = {**meta, 'num_classes': num_classes, 'n': len(noisy), 'flip_rate': flip_rate(clean, noisy),
             'realised_T': realised_T(clean, noisy, num_classes).round(6).tolist(),
             'labels_sha256': labels_sha256(noisy), 'clean_labels_sha256': labels_sha256(clean)}
@@ -156,10 +172,16 @@ def read_noise_file(path:str|Path, # a .npy written by `export_noise` (its sidec
     "The labels of a noise file, after checking them against the data set."
     path = Path(path)
     if not path.exists(): raise ValueError(f"noise file {path} does not exist")
+    if not path.is_file(): raise ValueError(f"noise file {path} is a folder, not a .npy file written by lsnoise noise export")
     if not sidecar(path).exists(): raise ValueError(f"noise file {path} has no sidecar {sidecar(path).name} (write both with lsnoise noise export)")
-    meta = json.loads(sidecar(path).read_text())
+    try: meta = json.loads(sidecar(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e: raise ValueError(f"noise file {path}: its sidecar {sidecar(path).name} is not valid JSON ({e})") from None
+    if not isinstance(meta, dict): raise ValueError(f"noise file {path}: its sidecar {sidecar(path).name} must be a JSON object (as lsnoise noise export writes it), got a {type(meta).__name__}")
     try: y = np.load(path, allow_pickle=False)
-    except ValueError as e: raise ValueError(f"noise file {path}: not a plain .npy array ({e})") from None
+    except (ValueError, EOFError, OSError) as e: raise ValueError(f"noise file {path}: not a plain .npy array ({str(e) or type(e).__name__})") from None
+    if not isinstance(y, np.ndarray):
+        if hasattr(y, 'close'): y.close()
+        raise ValueError(f"noise file {path}: an .npz archive, not a plain .npy array (write it with lsnoise noise export)")
     clean = np.asarray(clean)
     if y.ndim != 1 or y.dtype.kind not in 'iu': raise ValueError(f"noise file {path}: expected a 1-D integer array, got dtype {y.dtype}, shape {y.shape}")
     if len(y) != len(clean): raise ValueError(f"noise file {path}: {len(y)} labels, but the {dataset or 'data set'} training set has {len(clean)}")

@@ -65,7 +65,7 @@ def collect_runs(root:str|Path, # runs/<grid>
     root = Path(root)
     rows, report = [], {s: [] for s in RUN_STATES}
     for rid in run_ids:
-        state, run, reason = run_status(root / rid)
+        state, run, reason = run_status(root / rid, rid)
         if state == 'done':
             try:
                 rows += tidy_rows(run, json.loads((root / rid / 'metrics.json').read_text()), grid)

@@ -10,20 +10,24 @@ import torch
 from .core import atomic_write_json, atomic_torch_save
 
 # %% auto #0
-__all__ = ['RUN_STATES', 'NAME_PATTERN', 'STALE_AFTER_S', 'run_status', 'finished_record', 'write_record', 'save_model',
-           'load_model', 'check_name', 'pid_alive', 'claim_owner', 'claim_is_stale', 'claim', 'heartbeat', 'release',
-           'journal', 'read_journal']
+__all__ = ['RUN_STATES', 'OWN_NAMES', 'OWN_TEMP', 'NAME_PATTERN', 'STALE_AFTER_S', 'run_status', 'finished_record',
+           'write_record', 'save_model', 'load_model', 'check_out', 'check_name', 'pid_alive', 'claim_owner',
+           'claim_is_stale', 'claim', 'heartbeat', 'release', 'journal', 'read_journal']
 
 # %% ../nbs/07c_store.ipynb #909d781f
 RUN_STATES = ('done', 'failed', 'pending', 'corrupt')
 
-def run_status(d:str|Path) -> tuple:
+def run_status(d:str|Path, # a run folder
+               rid:str|None=None, # the run id its record must have (a sweep's runs/<grid>/<run id>/); None: any
+              ) -> tuple:
     "(state, run.json contents or None, reason) of a run folder; state is one of RUN_STATES."
     d = Path(d)
+    if d.exists() and not d.is_dir(): return 'corrupt', None, f'{d} is a file, not a run folder'
     if not (d / 'run.json').exists(): return 'pending', None, 'no run.json'
     try: run = json.loads((d / 'run.json').read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e: return 'corrupt', None, f'run.json is not valid JSON: {e}'
     status = run.get('status') if isinstance(run, dict) else None
+    if rid is not None and isinstance(run, dict) and run.get('run_id') != rid: return 'corrupt', None, f"run.json holds run {run.get('run_id')!r}, not {rid}"
     if status == 'failed': return 'failed', run, run.get('error') or 'failed'
     if status not in ('done', 'diverged', 'collapsed'): return 'corrupt', run, f'run.json has status {status!r}'
     try: m = json.loads((d / 'metrics.json').read_text())
@@ -54,6 +58,39 @@ def load_model(out:str|Path, device='cpu') -> dict|None:
     "The weights saved by `save_model`, or None."
     p = Path(out) / 'model.pt'
     return torch.load(p, map_location=device, weights_only=True) if p.exists() else None
+
+# %% ../nbs/07c_store.ipynb #c0a1b2d4
+OWN_NAMES = ('run.json', 'metrics.json', 'model.pt', 'checkpoint.pt', 'checkpoint-stage1.pt', 'notebook.ipynb', 'students.json', 'teacher')
+OWN_TEMP = r'\..+\.\d+\.tmp|.+\.pt\.tmp|.+\.tmp\.npy'       # the temporary names of atomic_write and atomic_torch_save
+
+def _foreign_entries(d:Path) -> list:
+    return sorted(p.name for p in d.iterdir() if p.name not in OWN_NAMES and not re.fullmatch(OWN_TEMP, p.name))
+
+def check_out(out:str|Path|None, # the run's folder (None: nothing is written)
+              rid:str, # the id of the run that will write there
+              force:bool=False, # write there even if it holds other files (they are left alone)
+             ) -> Path|None:
+    "`out` as a Path if run `rid` may write its files there; else a one-line ValueError naming the folder."
+    if out is None: return None
+    out = Path(out)
+    if out.exists() and not out.is_dir(): raise ValueError(f"out {out}: is a file, not a folder; give a new or empty folder")
+    if force or not out.exists(): return out
+    own_layout = out.name == rid                      # a sweep's runs/<grid>/<run id>/
+    foreign = _foreign_entries(out)
+    if foreign:
+        shown = ', '.join(foreign[:3]) + (f' and {len(foreign) - 3} more' if len(foreign) > 3 else '')
+        raise ValueError(f"out {out}: holds files lsnoise did not write ({shown}): refused; give a new or empty folder, or --force to write beside them")
+    if (out / 'run.json').exists() and not own_layout:
+        try: held = json.loads((out / 'run.json').read_text()).get('run_id')
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError): held = None
+        if held != rid:
+            what = f"the record of another run ({held})" if held else "a run.json that is not a record of lsnoise"
+            raise ValueError(f"out {out}: holds {what}, not of run {rid}: refused; give another folder, or --force to replace it")
+    elif (out / 'metrics.json').exists() and not (out / 'run.json').exists() and not own_layout:
+        try: ok = isinstance(json.loads((out / 'metrics.json').read_text()).get('epochs'), list)
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError): ok = False
+        if not ok: raise ValueError(f"out {out}: holds a metrics.json that lsnoise did not write: refused; give another folder, or --force to replace it")
+    return out
 
 # %% ../nbs/07c_store.ipynb #7414256e
 NAME_PATTERN = r'[A-Za-z0-9_\-][A-Za-z0-9_.\-]*'

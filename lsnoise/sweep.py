@@ -4,8 +4,8 @@
 
 # %% ../nbs/11_sweep.ipynb #7869f33b
 from __future__ import annotations
-import ctypes, dataclasses, hashlib, itertools, json, math, os, re, shutil, signal, sys, tempfile, time, traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import contextlib, ctypes, dataclasses, hashlib, itertools, json, math, os, re, shutil, signal, sys, tempfile, time, traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed, wait, FIRST_COMPLETED
 from dataclasses import dataclass, field
 from pathlib import Path
 import yaml
@@ -16,12 +16,14 @@ from .config import TrainConfig, DistillConfig, resolve, run_id, split_distill, 
 from .store import run_status, check_name, claim, release, heartbeat, claim_owner, claim_is_stale, journal
 from .results import collect_runs, write_results, results_meta
 from .nbexec import execute_notebook
+from .engine import PROGRESS_FILE_ENV
 
 # %% auto #0
-__all__ = ['GRID_KEYS', 'RESERVED', 'REPLICATION_SEEDS', 'MALLOC_ENV', 'TRAIN_SIZES', 'ASSUMED_IMAGES_PER_S', 'MODEL_COST',
-           'GridError', 'Grid', 'template_parameters', 'load_grid', 'run_key', 'teacher_key', 'Unit', 'latest_gpucheck',
-           'grid_results_dir', 'choose_pack', 'plan', 'execute_unit', 'unit_threads', 'claim_path', 'needs_work',
-           'run_claimed', 'held_elsewhere', 'grid_cost', 'throughput_table', 'cost_text', 'grid_status', 'sweep',
+__all__ = ['GRID_KEYS', 'RESERVED', 'REPLICATION_SEEDS', 'MALLOC_ENV', 'PROGRESS_EVERY_S', 'TRAIN_SIZES', 'ASSUMED_IMAGES_PER_S',
+           'MODEL_COST', 'GridError', 'Grid', 'template_parameters', 'check_folder', 'load_grid', 'run_key',
+           'teacher_key', 'Unit', 'latest_gpucheck', 'grid_results_dir', 'choose_pack', 'plan', 'execute_unit',
+           'unit_threads', 'SweepInterrupted', 'unit_progress', 'run_pool', 'claim_path', 'needs_work', 'run_claimed',
+           'held_elsewhere', 'grid_cost', 'throughput_table', 'cost_text', 'grid_status', 'check_devices', 'sweep',
            'unit_cost', 'sweep_grids', 'collect', 'cheapest_unit', 'retrain_unit']
 
 # %% ../nbs/11_sweep.ipynb #d6960426
@@ -44,7 +46,11 @@ class Grid:
 def template_parameters(template:str|Path) -> dict:
     "name -> (default, type name, help) of the template's `parameters` cell (as papermill reads it; without papermill, read the same way)."
     import ast
-    cells = json.loads(Path(template).read_text())['cells']
+    template = Path(template)
+    if not template.is_file(): raise GridError(f"template {template}: not a notebook file ({'a folder' if template.is_dir() else 'not found'})")
+    try: cells = json.loads(template.read_text())['cells']
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise GridError(f"template {template}: not a Jupyter notebook ({type(e).__name__}); a template is an .ipynb with a cell tagged 'parameters'") from None
     tagged = [c for c in cells if 'parameters' in c.get('metadata', {}).get('tags', [])]
     if not tagged: raise GridError(f"{template}: no cell tagged 'parameters'")
     try: from papermill.inspection import inspect_notebook
@@ -65,6 +71,22 @@ def _check_value(path, where, value, default, typ):
     if ok is not None and not ok(value):
         raise GridError(f"{path}: {where}: {value!r} is a {type(value).__name__}, but the template declares {typ} (default {default!r})")
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    "YAML's safe loader, except that a key given twice in one mapping is an error (YAML itself keeps the last)."
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for k, _ in node.value:
+            key = self.construct_object(k, deep=deep)
+            if key in seen: raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice (line {k.start_mark.line + 1}); YAML would keep only the last", k.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+def check_folder(path:str|Path, what:str) -> Path:
+    "`path` unless it is an existing file (a folder is wanted); a one-line GridError naming the parameter otherwise."
+    path = Path(path)
+    if path.exists() and not path.is_dir(): raise GridError(f"{what} {path}: is a file, not a folder")
+    return path
+
 REPLICATION_SEEDS = (5, 6, 7, 8, 9)   # the fresh seeds of a replication (the grids themselves use 0-4)
 
 def load_grid(path:str|Path, # the grid file
@@ -73,8 +95,10 @@ def load_grid(path:str|Path, # the grid file
     "Read and validate a grid file; expand it into one parameter dict per run."
     path = Path(path)
     if not path.exists(): raise GridError(f"{path}: grid file not found")
-    try: spec = yaml.safe_load(path.read_text())
+    if not path.is_file(): raise GridError(f"{path}: a folder, not a grid file")
+    try: spec = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e: raise GridError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    except UnicodeDecodeError: raise GridError(f"{path}: not a text file (a grid file is YAML)") from None
     if not isinstance(spec, dict): raise GridError(f"{path}: a grid file is a mapping with keys {GRID_KEYS}")
     if replication:
         if not isinstance(spec.get('grid'), dict) or 'seed' not in spec['grid']:
@@ -216,14 +240,17 @@ def execute_unit(template:str|Path, unit:Unit, work_dir:str|Path, threads:int=0)
     work = Path(work_dir); work.mkdir(parents=True, exist_ok=True)
     nb_out = work / f'{unit.uid}.ipynb'
     error = tb = None
+    os.environ[PROGRESS_FILE_ENV] = str(work / f'{unit.uid}.progress.json')     # the kernel inherits it (see `engine.progress_note`)
     try: execute_notebook(template, nb_out, cwd=Path(template).parent, parameters={'runs_json': _runs_json(unit), 'num_threads': threads})
     except Exception as e:
         error = f"{getattr(e, 'ename', type(e).__name__)}: {getattr(e, 'evalue', e)}"
         tb = re.sub(r'\x1b\[[0-9;]*m', '', ''.join(getattr(e, 'traceback', None) or traceback.format_exception(e)))   # no terminal colours
+    finally:
+        os.environ.pop(PROGRESS_FILE_ENV, None); (work / f'{unit.uid}.progress.json').unlink(missing_ok=True)
     out = {}
     for it in unit.runs:
         d = Path(it['out_dir'])
-        state = run_status(d)[0]
+        state = run_status(d, it['run_id'])[0]
         if state != 'done':
             d.mkdir(parents=True, exist_ok=True)
             atomic_write_json(d / 'run.json', _failed_record(it, error or f'the notebook ended without a record ({state})', tb or ''))
@@ -246,6 +273,8 @@ MALLOC_ENV = {'MALLOC_MMAP_THRESHOLD_': str(1 << 30), 'MALLOC_TRIM_THRESHOLD_': 
 
 def _init_worker(gpu_queue, threads):
     _die_with_parent()
+    # Ctrl-C in a terminal signals the whole process group: the sweeper alone decides what stops (see `SweepInterrupted`)
+    for s in (signal.SIGINT, signal.SIGTERM): signal.signal(s, signal.SIG_IGN)
     os.environ.update({'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads), 'OPENBLAS_NUM_THREADS': str(threads),
                        'LSNOISE_PROGRESS': '0'})
     # glibc returns every large freed buffer to the system and faults it in again on the next step; keeping the heap
@@ -263,6 +292,93 @@ def _gpu_count():
         return torch.cuda.device_count()
     except Exception: return 0
 
+# %% ../nbs/11_sweep.ipynb #5e1a7b02
+PROGRESS_EVERY_S = 60.0      # the longest a sweep stays silent while units train
+
+class SweepInterrupted(Exception):
+    "A sweep stopped by SIGINT or SIGTERM; `status` is the exit status a shell expects (128 + the signal's number)."
+    def __init__(self, signum:int, finished:int=0, stopped:int=0):
+        self.signum, self.status = signum, 128 + signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}: {finished} unit(s) finished and recorded, {stopped} stopped "
+                         "(the next sweep resumes them from their last checkpoint)")
+
+class _Signal(BaseException):
+    def __init__(self, signum): self.signum = signum
+
+@contextlib.contextmanager
+def _signals_raise():
+    "Within the block, SIGINT and SIGTERM raise `_Signal` in the main thread (elsewhere: unchanged)."
+    if threading.current_thread() is not threading.main_thread(): yield; return
+    def handler(signum, frame): raise _Signal(signum)
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try: yield
+    finally:
+        for s, h in old.items(): signal.signal(s, h)
+
+def _children(pid:int) -> list:
+    "The pids of the processes whose parent is `pid` (Linux /proc; elsewhere none)."
+    out = []
+    for d in Path('/proc').glob('[0-9]*'):
+        try: ppid = int((d / 'stat').read_text().rsplit(')', 1)[1].split()[1])
+        except (OSError, ValueError, IndexError): continue
+        if ppid == pid: out.append(int(d.name))
+    return out
+
+def _kill_pool(ex:ProcessPoolExecutor) -> list:
+    "Kill the pool's workers and the kernels they started (their children); return the workers' pids."
+    workers = [p.pid for p in list((getattr(ex, '_processes', None) or {}).values()) if p.pid]
+    for pid in [c for w in workers for c in _children(w)] + workers:
+        try: os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError): pass
+    ex.shutdown(wait=False, cancel_futures=True)
+    return workers
+
+def _drop_claims(roots:list, pids:list) -> None:
+    "Remove the claims that killed workers (`pids`, this host) held, so that no sweeper waits for them."
+    for root in roots:
+        for c in (Path(root) / '.claims').glob('*.claim'):
+            o = claim_owner(c)
+            if o and o.get('host') == socket.gethostname() and o.get('pid') in pids: c.unlink(missing_ok=True)
+
+def unit_progress(work_dirs:list) -> list:
+    "One line per unit that reports progress in these work folders: stage, epoch, runs alive, ETA of the stage."
+    lines = []
+    for w in work_dirs:
+        for f in sorted(Path(w).glob('*.progress.json')):
+            try: p = json.loads(f.read_text())
+            except (OSError, ValueError): continue
+            done = p['epoch'] - p['start_epoch']
+            eta = (p['time'] - p['started']) / done * (p['epochs'] - p['epoch']) if done > 0 else None
+            lines.append(f"  unit {f.name.split('.')[0]}: {p['desc']}: epoch {p['epoch']:.1f}/{p['epochs']}, {p['alive']}/{p['K']} runs alive"
+                         + (f", ETA of this stage {eta:.0f} s" if eta is not None else ''))
+    return lines
+
+def run_pool(jobs:list, # [(function, args, tag)]: what each worker runs
+             workers:int, initargs:tuple, # the pool's size and `_init_worker`'s arguments
+             on_done, # on_done(tag, result, i) after each job, in the order they finish
+             work_dirs:list, roots:list, # where the units report progress; the grids' run roots (their claims)
+             say) -> None:
+    "Run `jobs` in a spawn process pool, printing `unit_progress` when nothing finished for PROGRESS_EVERY_S; SIGINT/SIGTERM: `SweepInterrupted`."
+    import multiprocessing as mp
+    ex = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context('spawn'), initializer=_init_worker, initargs=initargs)
+    finished = 0
+    try:
+        with _signals_raise():
+            futs = {ex.submit(fn, *args): tag for fn, args, tag in jobs}
+            pending = set(futs)
+            while pending:
+                done, pending = wait(pending, timeout=PROGRESS_EVERY_S, return_when=FIRST_COMPLETED)
+                for f in done: finished += 1; on_done(futs[f], f.result(), finished)
+                if not done:
+                    for line in unit_progress(work_dirs): say(line)
+    except _Signal as e:
+        pids = _kill_pool(ex)
+        _drop_claims(roots, pids)
+        raise SweepInterrupted(e.signum, finished, len(jobs) - finished) from None
+    except BaseException:
+        ex.shutdown(wait=False, cancel_futures=True); raise
+    ex.shutdown(wait=True)
+
 # %% ../nbs/11_sweep.ipynb #d1dcc522
 def claim_path(root:str|Path, unit:Unit) -> Path:
     "The claim file of a unit."
@@ -270,7 +386,7 @@ def claim_path(root:str|Path, unit:Unit) -> Path:
 
 def needs_work(unit:Unit, retry_failed:bool=False) -> bool:
     "Whether a unit has runs to train (or a finished record without its executed notebook)."
-    states = [run_status(it['out_dir'])[0] for it in unit.runs]
+    states = [run_status(it['out_dir'], it['run_id'])[0] for it in unit.runs]
     # a finished record without its executed notebook (the runner was killed in between) reruns the unit:
     # the training code finds the records and returns at once, and the notebook is saved this time
     if all(s == 'done' and (Path(it['out_dir']) / 'notebook.ipynb').exists() for s, it in zip(states, unit.runs)): return False
@@ -285,9 +401,9 @@ def run_claimed(template:str|Path, unit:Unit, work_dir:str|Path, threads:int, ro
     beat = threading.Thread(target=lambda: [heartbeat(c) for _ in iter(lambda: stop.wait(30), True)], daemon=True)
     beat.start()
     try:
-        if not needs_work(unit, retry_failed): return {it['run_id']: run_status(it['out_dir'])[0] for it in unit.runs}
+        if not needs_work(unit, retry_failed): return {it['run_id']: run_status(it['out_dir'], it['run_id'])[0] for it in unit.runs}
         for it in unit.runs:                       # a retried failure starts clean
-            if run_status(it['out_dir'])[0] == 'failed': (Path(it['out_dir']) / 'run.json').unlink(missing_ok=True)
+            if run_status(it['out_dir'], it['run_id'])[0] == 'failed': (Path(it['out_dir']) / 'run.json').unlink(missing_ok=True)
         ids = [it['run_id'] for it in unit.runs]
         journal(root, 'start', unit=unit.uid, runs=ids)
         out = execute_unit(template, unit, work_dir, threads)
@@ -368,7 +484,7 @@ def grid_status(grid:Grid, runs_dir:str|Path='runs') -> dict:
     out = {s: [] for s in ('done', 'failed', 'pending', 'corrupt')}
     for p in grid.runs:
         rid = run_key(grid, p)
-        out[run_status(root / rid)[0]].append(rid)
+        out[run_status(root / rid, rid)[0]].append(rid)
     return out
 
 def _clean_stale(root:Path):
@@ -383,6 +499,18 @@ def _clean_stale(root:Path):
             if time.time() - p.stat().st_mtime > 3600: p.unlink(missing_ok=True)
         except FileNotFoundError: pass
 
+def check_devices(grid:Grid, units:list) -> None:
+    "A one-line GridError, before the first unit, if these units ask for a device (cuda, mps) that this machine lacks."
+    import torch
+    have = {'cuda': torch.cuda.is_available(), 'mps': getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available()}
+    wanted = sorted({str({**grid.defaults, **it['params']}.get('device', 'auto')) for u in units for it in u.runs})
+    for dev in wanted:
+        kind = dev.split(':')[0]
+        if kind in have and not have[kind]:
+            n = sum(len(u.runs) for u in units)
+            raise GridError(f"{grid.path}: device {dev}: its {n} runs ({len(units)} units) ask for a {kind.upper()} device, and this machine has none "
+                            f"(torch {torch.__version__}): run it where one is (`lsnoise sweep --dry-run` shows the plan and its cost)")
+
 def sweep(grid_path:str|Path, # the grid file
           workers:int=1, # parallel units (local backend)
           backend:str='local', # local or ray
@@ -394,12 +522,13 @@ def sweep(grid_path:str|Path, # the grid file
           echo:bool=True, # print progress lines
          ) -> dict:
     "Run every unfinished run of a grid; return the final {state: [run ids]}."
-    if backend not in ('local', 'ray'): raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
-    if workers < 1: raise ValueError(f"workers must be at least 1, got {workers}")
+    if backend not in ('local', 'ray'): raise GridError(f"backend must be 'local' or 'ray', got {backend!r}")
+    if not isinstance(workers, int) or workers < 1: raise GridError(f"workers must be an integer at least 1, got {workers!r}")
     grid = load_grid(grid_path)
-    root = Path(runs_dir) / grid.name
+    root = check_folder(check_folder(runs_dir, 'runs_dir') / grid.name, 'runs_dir')
     say = (lambda m: print(m, flush=True)) if echo else (lambda m: None)
     units = plan(grid, runs_dir, max_group)
+    if backend == 'local' and not dry_run: check_devices(grid, [u for u in units if needs_work(u, retry_failed)])
     _clean_stale(root)
     todo = [u for u in units if needs_work(u, retry_failed)]
     n_runs = len(grid.runs)
@@ -429,15 +558,13 @@ def sweep(grid_path:str|Path, # the grid file
         gpu_units = any(u.gpu for u in todo)
         if gpu_units and n_gpu > 1: workers = n_gpu
         threads = unit_threads(workers)
-        import multiprocessing as mp
-        ctx = mp.get_context('spawn')
         q = None
         if gpu_units and n_gpu > 1:
-            q = ctx.Queue()
+            import multiprocessing as mp
+            q = mp.get_context('spawn').Queue()
             for g in range(n_gpu): q.put(g)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(q, threads)) as ex:
-            futs = {ex.submit(_local_unit, str(grid.template), u, str(work), threads, str(root), retry_failed): u for u in todo}
-            for i, f in enumerate(as_completed(futs), 1): report(futs[f], f.result(), i)
+        run_pool([(_local_unit, (str(grid.template), u, str(work), threads, str(root), retry_failed), u) for u in todo],
+                 workers, (q, threads), report, [work], [root], say)
     else:
         import ray
         if not ray.is_initialized():
@@ -454,15 +581,20 @@ def sweep(grid_path:str|Path, # the grid file
         refs = {task.options(num_cpus=threads, num_gpus=1 if u.gpu else 0).remote(grid.template.name, tb, u, threads): u for u in mine}
         pending = list(refs)
         try:
-            while pending:
-                ready, pending = ray.wait(pending, num_returns=1)
-                u = refs[ready[0]]
-                _write_files(root, ray.get(ready[0]))
-                i += 1
-                states = {it['run_id']: run_status(it['out_dir'])[0] for it in u.runs}
-                journal(root, 'finish', unit=u.uid, runs=list(states), states=states)
-                release(claim_path(root, u))
-                report(u, states, i)
+            with _signals_raise():
+                while pending:
+                    ready, pending = ray.wait(pending, num_returns=1, timeout=PROGRESS_EVERY_S)
+                    if not ready: continue
+                    u = refs[ready[0]]
+                    _write_files(root, ray.get(ready[0]))
+                    i += 1
+                    states = {it['run_id']: run_status(it['out_dir'], it['run_id'])[0] for it in u.runs}
+                    journal(root, 'finish', unit=u.uid, runs=list(states), states=states)
+                    release(claim_path(root, u))
+                    report(u, states, i)
+        except _Signal as e:
+            for r in pending: ray.cancel(r, force=True)
+            raise SweepInterrupted(e.signum, i, len(pending)) from None
         finally:
             for u in mine: release(claim_path(root, u))
     shutil.rmtree(work, ignore_errors=True)
@@ -492,12 +624,12 @@ def sweep_grids(grid_paths:list, # grid files, run together
                 echo:bool=True, # print progress lines
                ) -> dict:
     "Run every unfinished run of several grids in one local pool, the most expensive units first; return {grid name: status}."
-    if workers < 1: raise ValueError(f"workers must be at least 1, got {workers}")
+    if not isinstance(workers, int) or workers < 1: raise GridError(f"workers must be an integer at least 1, got {workers!r}")
     say = (lambda m: print(m, flush=True)) if echo else (lambda m: None)
     grids = [g if isinstance(g, Grid) else load_grid(g) for g in grid_paths]
     todo = []
     for g in grids:
-        root = Path(runs_dir) / g.name
+        root = check_folder(check_folder(runs_dir, 'runs_dir') / g.name, 'runs_dir')
         _clean_stale(root)
         units = [u for u in plan(g, runs_dir, max_group) if needs_work(u)]
         if any(u.gpu for u in units): raise ValueError(f"{g.name}: GPU units are run with `lsnoise sweep`, one grid at a time")
@@ -508,15 +640,16 @@ def sweep_grids(grid_paths:list, # grid files, run together
     t0, left = time.time(), sum(c for c, *_ in todo)
     total = max(left, 1)
     if todo:
-        import multiprocessing as mp
         threads = unit_threads(workers)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context('spawn'), initializer=_init_worker, initargs=(None, threads)) as ex:
-            futs = {ex.submit(_local_unit, str(g.template), u, str(root / '_work' / f'{socket.gethostname()}-{os.getpid()}'), threads, str(root), False):
-                    (c, g, u) for c, g, root, u in todo}
-            for i, f in enumerate(as_completed(futs), 1):
-                c, g, u = futs[f]; result = f.result(); left -= c
-                held = ' (held by another sweeper, left to it)' if result is None else f": {sum(1 for s in result.values() if s == 'done')}/{len(u.runs)} done"
-                say(f"[{i}/{len(todo)}] {g.name} unit {u.uid}{held} | {time.time() - t0:.0f} s elapsed, {left / total:.0%} of the work left")
+        work = lambda root: root / '_work' / f'{socket.gethostname()}-{os.getpid()}'
+        def done(tag, result, i):
+            nonlocal left
+            c, g, u = tag; left -= c
+            held = ' (held by another sweeper, left to it)' if result is None else f": {sum(1 for s in result.values() if s == 'done')}/{len(u.runs)} done"
+            say(f"[{i}/{len(todo)}] {g.name} unit {u.uid}{held} | {time.time() - t0:.0f} s elapsed, {left / total:.0%} of the work left")
+        roots = list({str(root): root for _, _, root, _ in todo}.values())
+        run_pool([(_local_unit, (str(g.template), u, str(work(root)), threads, str(root), False), (c, g, u)) for c, g, root, u in todo],
+                 workers, (None, threads), done, [work(r) for r in roots], roots, say)
     out = {}
     for g in grids:
         shutil.rmtree(Path(runs_dir) / g.name / '_work' / f'{socket.gethostname()}-{os.getpid()}', ignore_errors=True)
@@ -533,7 +666,8 @@ def collect(grid_path:str|Path|Grid, runs_dir:str|Path='runs', results_dir:str|P
     With no finished run it writes nothing; a table that holds more runs than are finished now is kept unless `force`."""
     grid = grid_path if isinstance(grid_path, Grid) else load_grid(grid_path)
     ids = [run_key(grid, p) for p in grid.runs]
-    df, report = collect_runs(Path(runs_dir) / grid.name, ids, grid.name)
+    check_folder(results_dir, 'results_dir')
+    df, report = collect_runs(check_folder(check_folder(runs_dir, 'runs_dir') / grid.name, 'runs_dir'), ids, grid.name)
     csv = Path(results_dir) / f'{grid.name}.csv'
     if csv.is_file():
         try: held = pd.read_csv(csv, usecols=['run_id']).run_id.nunique()
@@ -546,10 +680,12 @@ def collect(grid_path:str|Path|Grid, runs_dir:str|Path='runs', results_dir:str|P
         return df, report
     csv, meta = write_results(df, results_meta(grid.spec, report, extra), results_dir, grid.name)
     if echo:
-        print(f"{grid.name}: {len(report['done'])} runs collected into {csv} ({len(df)} rows); "
-              f"failed {len(report['failed'])}, pending {len(report['pending'])}, corrupt {len(report['corrupt'])}")
         for state in ('failed', 'corrupt'):
             for rid, why in report[state]: print(f"  {state} {rid}: {why.splitlines()[0] if why else ''}")
+        ended = [why for _, why in report['done']]
+        print(f"{grid.name}: {len(report['done'])} of {len(ids)} runs collected into {csv} ({len(df)} rows): "
+              f"collapsed {ended.count('collapsed')}, diverged {ended.count('diverged')}; "
+              f"failed {len(report['failed'])}, pending {len(report['pending'])}, corrupt {len(report['corrupt'])}")
     return df, report
 
 # %% ../nbs/11_sweep.ipynb #d8e9f0a2

@@ -16,7 +16,7 @@ from .data import NoisyData, make_noisy_data, is_synthetic
 from .metrics import reliability_bins
 from .config import TrainConfig, resolve, run_id
 from .engine import RunLoss, GroupLoss, fit, init_model, summarise
-from .store import finished_record, write_record, save_model
+from .store import finished_record, write_record, save_model, check_out
 
 # %% auto #0
 __all__ = ['GROUP_FIELDS', 'STACKABLE_MODELS', 'group_key', 'group_configs', 'true_T', 'method_T', 'run_loss', 'warmup_phase',
@@ -142,8 +142,9 @@ def train_group(cfgs:list, # configs sharing `group_key` (TrainConfig or dicts)
                 checkpoint:str|Path|None=None, # group checkpoint file (default: beside the first output)
                 keep_models:bool=False, # return each run's trained model as record['model'] (an ordinary nn.Module)
                 save_models:bool=False, # also save each run's weights as out/model.pt, before its record
+                force:bool=False, # write into folders that hold other files or another run's record (see `store.check_out`)
                ) -> list:
-    "Train K runs as one group; return their records (finished runs are loaded, not redone)."
+    "Train K runs as one group; return their records (finished runs are loaded, not redone, and marked `reused`)."
     cfgs = [resolve(c) for c in cfgs]
     if not cfgs: return []
     _check_group(cfgs)
@@ -151,7 +152,10 @@ def train_group(cfgs:list, # configs sharing `group_key` (TrainConfig or dicts)
     if len(outs) != len(cfgs): raise ValueError(f"outs must have one directory per config ({len(cfgs)}), got {len(outs)}")
     rids = [run_id(c) for c in cfgs]
     if len(set(rids)) < len(rids): raise ValueError("cfgs contains the same run twice")
+    outs = [check_out(o, r, force) for o, r in zip(outs, rids)]       # nothing is trained before every folder is checked
     records = [finished_record(o, r) for o, r in zip(outs, rids)]
+    for r in records:
+        if r is not None: r['reused'] = True
     todo = [i for i, r in enumerate(records) if r is None]
     if todo:
         for i, rec in zip(todo, _train_todo([cfgs[i] for i in todo], [rids[i] for i in todo], [outs[i] for i in todo],
@@ -246,6 +250,7 @@ def train(cfg:TrainConfig|dict, # the run's config (resolved here)
           out:str|Path|None=None, # directory for run.json, metrics.json and the checkpoint (None: nothing written)
           progress:bool|None=None, # progress bar (None: on unless $CI or LSNOISE_PROGRESS=0)
           data:NoisyData|None=None, # pre-loaded data (must match the config), to skip loading
+          force:bool=False, # write into a folder that holds other files or another run's record
          ) -> dict:
     "Train one config and return its record {'run': ..., 'metrics': ..., 'model': ...}; write it to `out` if given."
-    return train_group([cfg], [out], progress=progress, data=data, keep_models=True)[0]
+    return train_group([cfg], [out], progress=progress, data=data, keep_models=True, force=force)[0]
