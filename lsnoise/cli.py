@@ -103,12 +103,10 @@ def environment_note(results:str|Path) -> str|None:
             f"and verdicts near their thresholds may move with them (the lock file pins the versions: make reproduce)") if diff else None
 
 def check_repository(root:str|Path) -> Path:
-    "`root` if it is a checkout of this project (settings.ini of lsnoise, experiments/, nbs/); else a one-line ValueError."
+    "`root` if it holds what the main job runs (the grids of `REPRODUCE_GRIDS`, the report notebook); else a one-line ValueError."
     root = Path(root)
-    ini = root / 'settings.ini'
-    try: ok = ini.is_file() and 'lib_name = lsnoise' in ini.read_text() and (root / 'experiments').is_dir() and (root / 'nbs').is_dir()
-    except (OSError, UnicodeDecodeError): ok = False
-    if not ok: raise ValueError(f"root {root}: not a checkout of lsnoise (it needs settings.ini with lib_name = lsnoise, experiments/ and nbs/)")
+    missing = [p for p in (*REPRODUCE_GRIDS, 'nbs/30_reproduction.ipynb') if not (root / p).is_file()]
+    if missing: raise ValueError(f"root {root}: not a checkout of lsnoise (no {', '.join(missing[:2])}{' ...' if len(missing) > 2 else ''})")
     return root
 
 def reproduce(root:str|Path='.', # repository root

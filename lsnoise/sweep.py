@@ -22,9 +22,9 @@ from .engine import PROGRESS_FILE_ENV
 __all__ = ['GRID_KEYS', 'RESERVED', 'REPLICATION_SEEDS', 'MALLOC_ENV', 'PROGRESS_EVERY_S', 'TRAIN_SIZES', 'ASSUMED_IMAGES_PER_S',
            'MODEL_COST', 'GridError', 'Grid', 'template_parameters', 'check_folder', 'load_grid', 'run_key',
            'teacher_key', 'Unit', 'latest_gpucheck', 'grid_results_dir', 'choose_pack', 'plan', 'execute_unit',
-           'unit_threads', 'SweepInterrupted', 'unit_progress', 'run_pool', 'claim_path', 'needs_work', 'run_claimed',
-           'held_elsewhere', 'grid_cost', 'throughput_table', 'cost_text', 'grid_status', 'check_devices', 'sweep',
-           'unit_cost', 'sweep_grids', 'collect', 'cheapest_unit', 'retrain_unit']
+           'run_notebook', 'unit_threads', 'SweepInterrupted', 'unit_progress', 'run_pool', 'claim_path', 'needs_work',
+           'run_claimed', 'held_elsewhere', 'grid_cost', 'throughput_table', 'cost_text', 'grid_status',
+           'check_devices', 'sweep', 'unit_cost', 'sweep_grids', 'collect', 'cheapest_unit', 'retrain_unit']
 
 # %% ../nbs/11_sweep.ipynb #d6960426
 GRID_KEYS = ('name', 'template', 'base', 'grid', 'cases', 'description', 'max_pack')
@@ -142,6 +142,9 @@ def load_grid(path:str|Path, # the grid file
     g = Grid(path, name, template, spec, runs,
              {k: v[0] for k, v in params.items() if k not in RESERVED})
     for i, r in enumerate(runs):
+        noise = str({**g.defaults, **r}.get('noise', ''))
+        if noise.startswith('file:') and not Path(noise[5:]).expanduser().is_absolute():
+            raise GridError(f"{path}: run {i}: noise {noise!r}: a grid names noise files by absolute path (its template runs in its own folder)")
         try: run_key(g, r)
         except ValueError as e: raise GridError(f"{path}: run {i} {json.dumps(r, sort_keys=True)}: {e}") from None
     return g
@@ -255,10 +258,28 @@ def execute_unit(template:str|Path, unit:Unit, work_dir:str|Path, threads:int=0)
             d.mkdir(parents=True, exist_ok=True)
             atomic_write_json(d / 'run.json', _failed_record(it, error or f'the notebook ended without a record ({state})', tb or ''))
             state = 'failed'
-        if nb_out.exists(): atomic_write(d / 'notebook.ipynb', lambda t: shutil.copyfile(nb_out, t))
         out[it['run_id']] = state
-    if nb_out.exists(): nb_out.unlink()
+    if nb_out.exists():
+        nb = json.loads(nb_out.read_text())
+        for k, it in enumerate(unit.runs):
+            text = json.dumps(run_notebook(nb, unit, k), indent=1, ensure_ascii=False) + '\n'
+            atomic_write(Path(it['out_dir']) / 'notebook.ipynb', lambda t: Path(t).write_text(text))
+        nb_out.unlink()
     return out
+
+def run_notebook(nb:dict, # the unit's executed notebook (nbformat 4 JSON)
+                 unit:Unit, k:int, # the unit and the position of the run whose copy this is
+                ) -> dict:
+    "The copy of a unit's executed notebook kept in run k's folder: a cell after the parameters shows that run's own parameters."
+    it = unit.runs[k]
+    rows = '\n'.join(f"| `{n}` | `{v!r}` |" for n, v in sorted(it['params'].items()))
+    text = (f"**This run: `{it['run_id']}`**, {k + 1} of the {len(unit.runs)} run(s) this notebook trained as one group (unit "
+            f"`{unit.uid}`; every run's parameters are in `runs_json` above). The parameters its grid set, all others at "
+            f"the defaults of the cell tagged `parameters`:\n\n| parameter | value |\n|---|---|\n{rows}\n")
+    cell = {'cell_type': 'markdown', 'id': f'run-{it["run_id"]}', 'metadata': {'tags': ['this-run']}, 'source': text}
+    cells = [c for c in nb['cells'] if 'this-run' not in c.get('metadata', {}).get('tags', [])]
+    at = next((i + 1 for i, c in enumerate(cells) if 'injected-parameters' in c.get('metadata', {}).get('tags', [])), 0)
+    return {**nb, 'cells': cells[:at] + [cell] + cells[at:]}
 
 # %% ../nbs/11_sweep.ipynb #dd723533
 def _die_with_parent():

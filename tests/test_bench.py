@@ -10,7 +10,10 @@ def test_bench_quick_writes_json(tmp_path):
     res = json.loads(out.read_text())
     for key in ('loss_overhead_max', 'noise_speedup', 'noise_vectorised_s', 'loss_overhead', 'machine', 'targets'):
         assert key in res
-    assert res['noise_speedup'] > 1 and res['loss_overhead_max'] > 0
+    for k, t in res['targets'].items():            # the verdicts follow from the numbers, and the printed table is the JSON's
+        op, bound = t['target'].split()
+        assert t['value'] == res[k] and t['met'] == (res[k] <= float(bound) if op == '<=' else res[k] >= float(bound)), (k, t)
+        assert f"{k:<22} {t['value']:8.3f}  target {t['target']:<8} {'met' if t['met'] else 'NOT MET'}" in r.stdout, k
     assert 'Targets:' in r.stdout and 'corrupt_labels' in r.stdout
     # the vectorised and looped draws come from the same T
     assert abs(res['noise']['flip_rate_vectorised'] - res['noise']['flip_rate_loop']) < 0.01

@@ -77,6 +77,12 @@ def test_smoke_sweep_then_collect(root, tmp_path):
     assert meta['environment']['torch'] and meta['date']
     again = cli('sweep', str(root / 'experiments' / 'smoke.yaml'), '--runs-dir', str(tmp_path / 'runs'))
     assert 'to run: 0 runs' in again.stdout                                          # finished work is not redone
+    for d in (tmp_path / 'runs' / 'smoke').iterdir():                              # each kept notebook shows its own run
+        if not (d / 'run.json').exists(): continue
+        mine = [c for c in json.loads((d / 'notebook.ipynb').read_text())['cells'] if 'this-run' in c['metadata'].get('tags', [])]
+        params = json.loads((d / 'run.json').read_text())['config']
+        assert len(mine) == 1 and f"**This run: `{d.name}`**" in ''.join(mine[0]['source'])
+        assert f"| `rho` | `{params['rho']!r}` |" in ''.join(mine[0]['source']), d.name
 
 def _snapshot(runs):
     "run id -> metrics.json bytes, and the set of files in every run folder."
