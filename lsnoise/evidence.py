@@ -39,7 +39,8 @@ def values(df:pd.DataFrame, split:str, metric:str, epoch:str='final', **where) -
     d = df[sel]
     m = (d.split == split) & (d.metric == metric) & (d.epoch == str(epoch))
     out = d[m].copy()
-    status = health(df)
+    run_level = not set(where) & {'split', 'epoch', 'metric', 'value'}     # filters that keep every row of a run, meta rows too
+    status = health(d if run_level else df)                                # so the health of the selected runs is read from them alone
     out['status'] = out.run_id.map(status)
     if metric.startswith('acc'):
         runs = d.drop_duplicates('run_id')
