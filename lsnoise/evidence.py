@@ -6,16 +6,14 @@
 from __future__ import annotations
 import math
 from dataclasses import dataclass, field
-import numpy as np
 import pandas as pd
 from scipy import stats
 
 # %% auto #0
-__all__ = ['VERDICTS', 'OUTCOMES', 'SYMBOLS', 'LEVEL', 'POWER', 'FAMILY_ALPHA', 'health', 'values', 'select_alpha', 'select_by',
-           'Paired', 'paired', 'Comparison', 'compare', 'criterion', 'decide', 'Verdict', 'verdict', 'pm', 'unhealthy']
+__all__ = ['OUTCOMES', 'SYMBOLS', 'LEVEL', 'POWER', 'FAMILY_ALPHA', 'health', 'values', 'select_alpha', 'select_by', 'Paired',
+           'paired', 'Comparison', 'compare', 'criterion', 'decide', 'Verdict', 'verdict', 'pm', 'unhealthy']
 
 # %% ../nbs/10b_evidence.ipynb #bff096d5
-VERDICTS = ('reproduced', 'partly', 'not reproduced', 'not measured')
 OUTCOMES = ('holds', 'reversed', 'no detectable difference', 'not measured')
 SYMBOLS = {'holds': '✓', 'reversed': '✗', 'no detectable difference': '○', 'not measured': '–'}
 LEVEL, POWER, FAMILY_ALPHA = 0.95, 0.80, 0.05   # interval level, power of the detectable difference, family-wise error

@@ -9,7 +9,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
-from .core import check_range
 from .noise import check_transition
 from .smearing import check_alpha, bc_matrix, MAX_COND
 

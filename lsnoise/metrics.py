@@ -6,7 +6,6 @@
 from __future__ import annotations
 import math
 import torch
-import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['accuracy', 'nll', 'reliability_bins', 'ece', 'logit_stats', 'denoising', 'evaluate_logits', 'unstack',

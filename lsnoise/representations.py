@@ -4,7 +4,6 @@
 
 # %% ../nbs/09a_representations.ipynb #514444ca
 from __future__ import annotations
-from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_results.ipynb #d5a8d1bd
 from __future__ import annotations
-import io, json, math, platform, subprocess, time
+import io, json, math, platform
 from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import torch
 from .core import check_range, check_int
-from .noise import check_transition, transition_matrix, as_label_array, check_label_range
+from .noise import check_transition, as_label_array, check_label_range
 
 # %% auto #0
 __all__ = ['MAX_COND', 'SMEARING_METHODS', 'check_alpha', 'ce_matrix', 'ls_matrix', 'bc_matrix', 'smearing_matrix',

@@ -4,8 +4,8 @@
 
 # %% ../nbs/11_sweep.ipynb #7869f33b
 from __future__ import annotations
-import contextlib, ctypes, dataclasses, hashlib, itertools, json, math, os, re, shutil, signal, sys, tempfile, time, traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed, wait, FIRST_COMPLETED
+import contextlib, ctypes, dataclasses, hashlib, itertools, json, os, re, shutil, signal, tempfile, time, traceback
+from concurrent.futures import ProcessPoolExecutor, wait, FIRST_COMPLETED
 from dataclasses import dataclass, field
 from pathlib import Path
 import yaml
@@ -304,9 +304,6 @@ def _init_worker(gpu_queue, threads):
     for k, v in MALLOC_ENV.items(): os.environ.setdefault(k, v)
     if gpu_queue is not None: os.environ['CUDA_VISIBLE_DEVICES'] = str(gpu_queue.get())
 
-def _local_unit(template, unit, work, threads, root, retry_failed):
-    return run_claimed(template, unit, work, threads, root, retry_failed)
-
 def _gpu_count():
     try:
         import torch
@@ -584,7 +581,7 @@ def sweep(grid_path:str|Path, # the grid file
             import multiprocessing as mp
             q = mp.get_context('spawn').Queue()
             for g in range(n_gpu): q.put(g)
-        run_pool([(_local_unit, (str(grid.template), u, str(work), threads, str(root), retry_failed), u) for u in todo],
+        run_pool([(run_claimed, (str(grid.template), u, str(work), threads, str(root), retry_failed), u) for u in todo],
                  workers, (q, threads), report, [work], [root], say)
     else:
         import ray
@@ -669,7 +666,7 @@ def sweep_grids(grid_paths:list, # grid files, run together
             held = ' (held by another sweeper, left to it)' if result is None else f": {sum(1 for s in result.values() if s == 'done')}/{len(u.runs)} done"
             say(f"[{i}/{len(todo)}] {g.name} unit {u.uid}{held} | {time.time() - t0:.0f} s elapsed, {left / total:.0%} of the work left")
         roots = list({str(root): root for _, _, root, _ in todo}.values())
-        run_pool([(_local_unit, (str(g.template), u, str(work(root)), threads, str(root), False), (c, g, u)) for c, g, root, u in todo],
+        run_pool([(run_claimed, (str(g.template), u, str(work(root)), threads, str(root), False), (c, g, u)) for c, g, root, u in todo],
                  workers, (None, threads), done, [work(r) for r in roots], roots, say)
     out = {}
     for g in grids:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_train.ipynb #7ffe4ebf
 from __future__ import annotations
-import dataclasses, hashlib, math, time
+import dataclasses, hashlib, time
 from dataclasses import asdict
 from pathlib import Path
 import numpy as np
