@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import stack_module_state
-from .core import torch_seed, atomic_torch_save
+from .core import torch_seed, atomic_torch_save, atomic_write_json
 from .noise import check_transition
 from .losses import rows_ce, fc_dense_ce, clipped_rows_ce, clipped_fc_ce, check_clip
 from .data import NoisyData, train_batches, normalise
@@ -309,17 +309,14 @@ def progress_note(desc:str, epochs:int, K:int):
     "note(epoch, alive, force=False): write {desc, epoch, epochs, alive, K, ...} to $LSNOISE_PROGRESS_FILE, at most every PROGRESS_NOTE_S; None if it is unset."
     path = os.environ.get(PROGRESS_FILE_ENV)
     if not path: return None
-    import json, time
+    import time
     t0, last = time.time(), [0.0]
     def note(epoch, alive, start_epoch, force=False):
         now = time.time()
         if not force and now - last[0] < PROGRESS_NOTE_S: return
         last[0] = now
         info = {'desc': desc, 'epoch': epoch, 'epochs': epochs, 'alive': alive, 'K': K, 'start_epoch': start_epoch, 'started': t0, 'time': now}
-        try:
-            tmp = f'{path}.{os.getpid()}.tmp'
-            with open(tmp, 'w') as f: json.dump(info, f)
-            os.replace(tmp, path)
+        try: atomic_write_json(path, info)
         except OSError: pass                        # progress is a courtesy: it never stops training
     return note
 
