@@ -249,9 +249,9 @@ def _cmd_sweep(args):
 
 @_grid_call
 def _cmd_status(args):
-    from lsnoise.sweep import load_grid, grid_status, check_folder
+    from lsnoise.sweep import load_grid, grid_status, grid_root
     g = load_grid(args.grid)
-    check_folder(check_folder(args.runs_dir, 'runs_dir') / g.name, 'runs_dir')
+    grid_root(args.runs_dir, g.name)
     st = grid_status(g, args.runs_dir)
     print(f"{g.name}: {len(g.runs)} runs: done {len(st['done'])}, failed {len(st['failed'])}, pending {len(st['pending'])}, corrupt {len(st['corrupt'])}")
     from lsnoise.store import run_status

@@ -20,11 +20,12 @@ from .engine import PROGRESS_FILE_ENV
 
 # %% auto #0
 __all__ = ['GRID_KEYS', 'RESERVED', 'REPLICATION_SEEDS', 'MALLOC_ENV', 'PROGRESS_EVERY_S', 'TRAIN_SIZES', 'ASSUMED_IMAGES_PER_S',
-           'MODEL_COST', 'GridError', 'Grid', 'template_parameters', 'check_folder', 'load_grid', 'run_key',
-           'teacher_key', 'Unit', 'latest_gpucheck', 'grid_results_dir', 'choose_pack', 'plan', 'execute_unit',
-           'run_notebook', 'unit_threads', 'SweepInterrupted', 'unit_progress', 'run_pool', 'claim_path', 'needs_work',
-           'run_claimed', 'held_elsewhere', 'grid_cost', 'throughput_table', 'cost_text', 'grid_status',
-           'check_devices', 'sweep', 'unit_cost', 'sweep_grids', 'collect', 'cheapest_unit', 'retrain_unit']
+           'MODEL_COST', 'GridError', 'Grid', 'template_parameters', 'check_folder', 'grid_root', 'load_grid',
+           'run_key', 'teacher_key', 'Unit', 'latest_gpucheck', 'grid_results_dir', 'choose_pack', 'plan',
+           'execute_unit', 'run_notebook', 'unit_threads', 'SweepInterrupted', 'unit_progress', 'run_pool',
+           'claim_path', 'needs_work', 'run_claimed', 'held_elsewhere', 'grid_cost', 'throughput_table', 'cost_text',
+           'grid_status', 'check_devices', 'sweep', 'unit_cost', 'sweep_grids', 'collect', 'cheapest_unit',
+           'retrain_unit']
 
 # %% ../nbs/11_sweep.ipynb #d6960426
 GRID_KEYS = ('name', 'template', 'base', 'grid', 'cases', 'description', 'max_pack')
@@ -86,6 +87,10 @@ def check_folder(path:str|Path, what:str) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir(): raise GridError(f"{what} {path}: is a file, not a folder")
     return path
+
+def grid_root(runs_dir:str|Path, name:str) -> Path:
+    "A grid's run folder, runs_dir/<name>, after checking that neither is a file."
+    return check_folder(check_folder(runs_dir, 'runs_dir') / name, 'runs_dir')
 
 REPLICATION_SEEDS = (5, 6, 7, 8, 9)   # the fresh seeds of a replication (the grids themselves use 0-4)
 
@@ -543,7 +548,7 @@ def sweep(grid_path:str|Path, # the grid file
     if backend not in ('local', 'ray'): raise GridError(f"backend must be 'local' or 'ray', got {backend!r}")
     if not isinstance(workers, int) or workers < 1: raise GridError(f"workers must be an integer at least 1, got {workers!r}")
     grid = load_grid(grid_path)
-    root = check_folder(check_folder(runs_dir, 'runs_dir') / grid.name, 'runs_dir')
+    root = grid_root(runs_dir, grid.name)
     say = (lambda m: print(m, flush=True)) if echo else (lambda m: None)
     units = plan(grid, runs_dir, max_group)
     if backend == 'local' and not dry_run: check_devices(grid, [u for u in units if needs_work(u, retry_failed)])
@@ -647,7 +652,7 @@ def sweep_grids(grid_paths:list, # grid files, run together
     grids = [g if isinstance(g, Grid) else load_grid(g) for g in grid_paths]
     todo = []
     for g in grids:
-        root = check_folder(check_folder(runs_dir, 'runs_dir') / g.name, 'runs_dir')
+        root = grid_root(runs_dir, g.name)
         _clean_stale(root)
         units = [u for u in plan(g, runs_dir, max_group) if needs_work(u)]
         if any(u.gpu for u in units): raise ValueError(f"{g.name}: GPU units are run with `lsnoise sweep`, one grid at a time")
@@ -685,7 +690,7 @@ def collect(grid_path:str|Path|Grid, runs_dir:str|Path='runs', results_dir:str|P
     grid = grid_path if isinstance(grid_path, Grid) else load_grid(grid_path)
     ids = [run_key(grid, p) for p in grid.runs]
     check_folder(results_dir, 'results_dir')
-    df, report = collect_runs(check_folder(check_folder(runs_dir, 'runs_dir') / grid.name, 'runs_dir'), ids, grid.name)
+    df, report = collect_runs(grid_root(runs_dir, grid.name), ids, grid.name)
     csv = Path(results_dir) / f'{grid.name}.csv'
     if csv.is_file():
         try: held = pd.read_csv(csv, usecols=['run_id']).run_id.nunique()
