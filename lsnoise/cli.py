@@ -187,18 +187,23 @@ def _flag_type(p):
     conv.__name__ = p.type.__name__
     return conv
 
-def add_config_args(parser, cls):
+def add_config_args(parser, cls,
+                    only:tuple|None=None, # these fields only (default: every field)
+                    required:tuple=(), # fields that must be given (no default)
+                   ):
     "One flag per field of config dataclass `cls` (`--field-name`), from `lsnoise.config.schema`: help, allowed values, default."
     from lsnoise.config import schema
     for p in schema(cls):
+        if only is not None and p.name not in only: continue
         flag = '--' + p.name.replace('_', '-').lower()
         allowed = f"; one of {', '.join(map(str, p.choices))}" if p.choices else ''
         default = 'recipe' if p.default is None else repr(p.default)
-        help_ = f"{p.help}{allowed} (default: {default})".replace('%', '%%')
+        help_ = f"{p.help}{allowed}{'' if p.name in required else f' (default: {default})'}".replace('%', '%%')
         if p.type is bool: parser.add_argument(flag, dest=p.name, action=argparse.BooleanOptionalAction, default=p.default, help=help_)
         else:
             metavar = '{' + ','.join(map(str, p.choices + (('recipe',) if p.nullable else ()))) + '}' if p.choices else p.name.upper()
-            parser.add_argument(flag, dest=p.name, type=_flag_type(p), default=p.default, metavar=metavar, help=help_)
+            parser.add_argument(flag, dest=p.name, type=_flag_type(p), metavar=metavar, help=help_,
+                                **({'required': True} if p.name in required else {'default': p.default}))
 
 def _summary(rec):
     run, m = rec['run'], rec['metrics']
@@ -214,6 +219,8 @@ def _run_config(args, cls, fn):
     import dataclasses
     cfg = cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
     from lsnoise.data import DatasetNotFound
+    from lsnoise.core import process_defaults
+    process_defaults()                                       # this process trains: cuDNN's autotuner on a GPU
     try: rec = fn(cfg, args.out, progress=False if args.no_progress else None, force=args.force)
     except ValueError as e: print(f"lsnoise {args.command}: error: {e}", file=sys.stderr); return 2
     except DatasetNotFound as e: print(f"lsnoise {args.command}: {e}", file=sys.stderr); return 1
@@ -281,7 +288,8 @@ def _cmd_noise_export(args):
 
 def _cmd_docs(args):
     from lsnoise.docs import build_site, DocsBuildError
-    try: build_site(args.root, args.out, mathjax=args.mathjax, workers=args.workers, force=args.force, only=args.only or None)
+    try: build_site(args.root, args.out, mathjax=args.mathjax, workers=args.workers, force=args.force, only=args.only or None,
+                    committed=REPRODUCE_NOTEBOOKS)        # the narrative notebooks: their committed outputs, which `reproduce` makes
     except (DocsBuildError, ValueError, FileNotFoundError) as e:
         print(f"lsnoise docs: {e}", file=sys.stderr); return 1
     return 0
@@ -330,13 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     nz = sub.add_parser('noise', help='noise files: export the exact noisy training labels of a noise draw')
     nsub = nz.add_subparsers(dest='noise_command', metavar='ACTION', required=True)
     ex = nsub.add_parser('export', help='write the noisy training labels as .npy plus a JSON sidecar (train on them with --noise file:PATH)')
-    from lsnoise.data import DATASETS
-    ex.add_argument('--dataset', required=True, choices=DATASETS, help='data set')
-    ex.add_argument('--noise', required=True, help='noise kind (as for lsnoise train --noise)')
-    ex.add_argument('--rho', type=float, default=0.0, help='noise rate in [0, 1] (0 for labels read from a file)')
-    ex.add_argument('--seed', type=int, default=0, help='seed of the noise draw')
+    add_config_args(ex, TrainConfig, only=('dataset', 'noise', 'rho', 'seed', 'data_root'), required=('dataset', 'noise'))   # as `lsnoise train` has them
     ex.add_argument('--out', required=True, metavar='FILE.npy', help='the labels file; its sidecar is FILE.npy.json')
-    ex.add_argument('--data-root', default='', help="data directory ('' for the default)")
     ex.add_argument('--force', action='store_true', help='replace an existing file at --out (never the noise file that is read)')
     ex.set_defaults(func=_cmd_noise_export)
     rp = sub.add_parser('reproduce', help='the main job: execute the reproduction notebooks')

@@ -5,17 +5,19 @@
 # %% ../nbs/07a_config.ipynb #a3ba21c2
 from __future__ import annotations
 import copy, hashlib, json, math, re
-from dataclasses import dataclass, field, asdict, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from .core import check_range, check_int
 from .data import DATASETS, LABEL_NOISE, check_noise
-from .models import MODELS, default_model
+from .models import MODELS, CNN_WIDTH, default_model
 from .losses import check_clip
 
 # %% auto #0
-__all__ = ['METHODS', 'T_SOURCES', 'RECIPES', 'DEVICE_PATTERN', 'RECIPE_DEFAULTS', 'param', 'TrainConfig', 'Param', 'schema',
-           'check_type', 'config_from', 'check_device_name', 'resolve', 'data_identity', 'run_id', 'DistillConfig',
-           'split_distill', 'student_id', 'parameters_cell', 'ParameterError', 'injected_names', 'check_parameters']
+__all__ = ['METHODS', 'T_SOURCES', 'RECIPES', 'DEVICE_PATTERN', 'RECIPE_DEFAULTS', 'MAX_GROUP', 'GROUP_FIELDS',
+           'DISTILL_UNIT_FIELDS', 'ID_FIELDS_V1', 'PATH_FIELDS', 'recipe_says', 'param', 'TrainConfig', 'Param',
+           'schema', 'check_type', 'config_from', 'check_device_name', 'resolve', 'data_identity', 'id_fields',
+           'run_id', 'DistillConfig', 'split_distill', 'student_id', 'parameters_cell', 'ParameterError',
+           'injected_names', 'check_parameters']
 
 # %% ../nbs/07a_config.ipynb #ae5d5fbc
 METHODS = ('ce', 'ls', 'fc', 'bc')
@@ -23,38 +25,53 @@ T_SOURCES = ('alpha', 'true', 'estimated')
 RECIPES = ('cpu', 'paper-cifar')
 DEVICE_PATTERN = r'auto|cpu|mps|cuda(:\d+)?'
 
+RECIPE_DEFAULTS = {
+    'cpu': dict(epochs=60, batch_size=64, lr=0.1, weight_decay=0.0, milestones='0.5,0.75'),
+    'paper-cifar': dict(steps=64_000, batch_size=128, lr=0.1, weight_decay=1e-4, milestones='0.5,0.75'),
+}
+
+MAX_GROUP = 64        # the most runs trained as one group (a unit of a sweep)
+
+def recipe_says(key:str) -> str:
+    "What the recipes set `key` to, for a help text: 'recipe: 0.1', or 'recipe: 64 cpu, 128 paper-cifar'."
+    vals = {r: d[key] for r, d in RECIPE_DEFAULTS.items() if key in d}
+    if len(vals) == len(RECIPE_DEFAULTS) and len(set(vals.values())) == 1: return f"recipe: {next(iter(vals.values()))}"   # every recipe
+    return 'recipe: ' + ', '.join(f"{v:g} {r}" if isinstance(v, float) else f"{v} {r}" for r, v in vals.items())
+
 def param(default, # the default value (None: the recipe's)
           help:str, # one line for --help and the template's comment
           choices:tuple|None=None, # allowed values, if a closed set
+          per_run:bool=False, # may differ between the runs of one group (labels, loss); else the group shares it
          ):
-    "A dataclass field with its help text and allowed values in the metadata."
-    return field(default=default, metadata={'help': help, 'choices': choices})
+    "A dataclass field with its help text, allowed values and whether it is per run, in the metadata."
+    return field(default=default, metadata={'help': help, 'choices': choices, 'per_run': per_run})
 
+# %% ../nbs/07a_config.ipynb #b1d0a021
 @dataclass
 class TrainConfig:
     "Everything that defines one training run. `None` means: the recipe's value."
     dataset: str = param('digits', 'data set', DATASETS)
     model: 'Optional[str]' = param(None, 'architecture (recipe: mlp on the CPU data sets, resnet32 on CIFAR)', MODELS)
-    width: 'Optional[int]' = param(None, 'cnn only: channels of the first convolution, at least 1 (recipe: 32)')
-    noise: str = param('uniform', f"label-noise kind: {', '.join(LABEL_NOISE)}, or file:PATH (a noise file)")
-    rho: float = param(0.0, 'noise rate in [0, 1]')
-    method: str = param('ce', 'training loss', METHODS)
-    alpha: float = param(0.0, 'smoothing strength (ls; negative: negative smoothing) or the rate of the uniform T (fc, bc)')
-    T_source: str = param('alpha', 'T of fc/bc: the uniform T of rate alpha, the true T of the noise, or estimated', T_SOURCES)
-    warmup_epochs: int = param(0, "epochs of plain cross-entropy before the method, at least 0 and fewer than the run's epochs")
-    clip: float = param(0.0, 'probability floor eps of the loss, in [0, 0.5): Patrini et al. clipping; 0 for none')
+    width: 'Optional[int]' = param(None, f'cnn only: channels of the first convolution, at least 1 (recipe: {CNN_WIDTH})')
+    noise: str = param('uniform', f"label-noise kind: {', '.join(LABEL_NOISE)}, or file:PATH (a noise file)", per_run=True)
+    rho: float = param(0.0, 'noise rate in [0, 1]', per_run=True)
+    method: str = param('ce', 'training loss', METHODS, per_run=True)
+    alpha: float = param(0.0, 'smoothing strength (ls; negative: negative smoothing) or the rate of the uniform T (fc, bc)', per_run=True)
+    T_source: str = param('alpha', 'T of fc/bc: the uniform T of rate alpha, the true T of the noise, or estimated', T_SOURCES, per_run=True)
+    warmup_epochs: int = param(0, "epochs of plain cross-entropy before the method, at least 0 and fewer than the run's epochs", per_run=True)
+    clip: float = param(0.0, 'probability floor eps of the loss, in [0, 0.5): Patrini et al. clipping; 0 for none', per_run=True)
     seed: int = param(0, 'one seed: noise draw, validation split, initialisation, batch order, augmentation')
     recipe: 'Optional[str]' = param(None, 'optimiser and schedule (recipe: paper-cifar on CIFAR, cpu otherwise)', RECIPES)
-    epochs: 'Optional[int]' = param(None, 'training epochs, at least 1 (recipe: 60 for cpu; paper-cifar counts steps)')
-    steps: 'Optional[int]' = param(None, 'optimiser steps, at least 1, instead of epochs (recipe: 64000 for paper-cifar)')
-    batch_size: 'Optional[int]' = param(None, 'examples per step (recipe: 64 cpu, 128 paper-cifar)')
-    lr: 'Optional[float]' = param(None, 'initial learning rate (recipe: 0.1)')
+    epochs: 'Optional[int]' = param(None, f"training epochs, at least 1 ({recipe_says('epochs')}; paper-cifar counts steps)")
+    steps: 'Optional[int]' = param(None, f"optimiser steps, at least 1, instead of epochs ({recipe_says('steps')})")
+    batch_size: 'Optional[int]' = param(None, f"examples per step ({recipe_says('batch_size')})")
+    lr: 'Optional[float]' = param(None, f"initial learning rate ({recipe_says('lr')})")
     momentum: float = param(0.9, 'SGD momentum in [0, 1)')
     nesterov: bool = param(True, 'Nesterov momentum')
-    weight_decay: 'Optional[float]' = param(None, 'L2 weight decay (recipe: 0 cpu, 1e-4 paper-cifar)')
-    milestones: 'Optional[str]' = param(None, "lr / 10 at these fractions of the steps, e.g. '0.5,0.75' (recipe: 0.5,0.75)")
+    weight_decay: 'Optional[float]' = param(None, f"L2 weight decay ({recipe_says('weight_decay')})")
+    milestones: 'Optional[str]' = param(None, f"lr / 10 at these fractions of the steps, e.g. '0.5,0.75' ({recipe_says('milestones')})")
     val_fraction: float = param(0.1, 'share of the noisy training set held out for model selection, in (0, 1)')
-    estimate_percentile: float = param(97.0, 'T estimation: anchor at this percentile of p(noisy i | x), in (0, 100]')
+    estimate_percentile: float = param(97.0, 'T estimation: anchor at this percentile of p(noisy i | x), in (0, 100]', per_run=True)
     device: str = param('auto', 'auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps; checked when the run starts')
     amp: bool = param(True, 'bf16 autocast and channels_last on CUDA')
     compile: bool = param(False, 'torch.compile the training forward pass (off until measured on the target GPU)')
@@ -93,12 +110,11 @@ def check_type(p:Param, value, where:str='') -> None:
         want = p.type.__name__ + (' or null (the recipe\'s)' if p.nullable else '')
         raise ValueError(f"{where}{p.name} must be {want}, got {value!r} ({type(value).__name__})")
 
-# %% ../nbs/07a_config.ipynb #af639743
-RECIPE_DEFAULTS = {
-    'cpu': dict(epochs=60, batch_size=64, lr=0.1, weight_decay=0.0, milestones='0.5,0.75'),
-    'paper-cifar': dict(steps=64_000, batch_size=128, lr=0.1, weight_decay=1e-4, milestones='0.5,0.75'),
-}
+# %% ../nbs/07a_config.ipynb #b1d0a011
+GROUP_FIELDS = tuple(f.name for f in fields(TrainConfig) if not f.metadata['per_run'])
+DISTILL_UNIT_FIELDS = GROUP_FIELDS + ('noise', 'rho')
 
+# %% ../nbs/07a_config.ipynb #af639743
 def _choice(name, value, allowed):
     if value not in allowed: raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
     return value
@@ -131,7 +147,7 @@ def resolve(cfg:TrainConfig|dict) -> TrainConfig:
     if c.model is None: c.model = default_model(c.dataset)
     _choice('model', c.model, MODELS)
     if c.width is not None and c.model != 'cnn': raise ValueError(f"width applies to model cnn only; got model={c.model} with width={c.width}")
-    if c.model == 'cnn': c.width = 32 if c.width is None else check_int('width', c.width, lo=1)
+    if c.model == 'cnn': c.width = CNN_WIDTH if c.width is None else check_int('width', c.width, lo=1)
     if c.recipe is None: c.recipe = 'paper-cifar' if c.dataset.startswith('cifar') else 'cpu'
     _choice('recipe', c.recipe, RECIPES)
     c.rho = check_range('rho', c.rho, 0, 1)
@@ -173,9 +189,25 @@ def data_identity(cfg:TrainConfig) -> dict:
     try: return {'noise_file_sha256': hashlib.sha256(Path(cfg.noise[5:]).expanduser().read_bytes()).hexdigest()}
     except OSError: return {'noise_file_sha256': None}            # unreadable: the run fails when it loads it, in one line
 
+# %% ../nbs/07a_config.ipynb #b1d0a002
+ID_FIELDS_V1 = ('dataset', 'model', 'width', 'noise', 'rho', 'method', 'alpha', 'T_source', 'warmup_epochs', 'clip', 'seed',
+                'recipe', 'epochs', 'steps', 'batch_size', 'lr', 'momentum', 'nesterov', 'weight_decay', 'milestones',
+                'val_fraction', 'estimate_percentile', 'device', 'amp', 'compile', 'eval_every', 'data_root')   # frozen: never edit
+PATH_FIELDS = ('data_root',)
+
+def id_fields(cfg:TrainConfig) -> dict:
+    "The values a run id hashes: `ID_FIELDS_V1` always, later fields where they differ from their default, paths never."
+    out = {}
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if f.name in PATH_FIELDS: v = f.default                         # where the files are is not what they are
+        elif f.name == 'noise' and v.startswith('file:'): v = 'file:'     # the file enters by its bytes (data_identity)
+        if f.name in ID_FIELDS_V1 or v != f.default: out[f.name] = v
+    return out
+
 def run_id(cfg:TrainConfig, extra:dict|None=None) -> str:
-    "Short hash of the resolved parameters, the data they name (`data_identity`) and `extra`: the same run always gets the same id."
-    payload = json.dumps({**asdict(cfg), **data_identity(cfg), **(extra or {})}, sort_keys=True, default=str)
+    "Short hash of `id_fields(cfg)`, the data they name (`data_identity`) and `extra`: the same run always gets the same id."
+    payload = json.dumps({**id_fields(cfg), **data_identity(cfg), **(extra or {})}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 # %% ../nbs/07a_config.ipynb #0f1310e7

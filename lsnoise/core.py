@@ -11,8 +11,8 @@ import torch
 
 # %% auto #0
 __all__ = ['CODE_PATHS', 'check_range', 'check_int', 'seed_sequence', 'np_rng', 'torch_seed', 'torch_generator', 'get_device',
-           'atomic_write', 'json_default', 'atomic_write_json', 'atomic_torch_save', 'git_state', 'code_state',
-           'kernel_path', 'environment', 'numeric_differences']
+           'process_defaults', 'atomic_write', 'json_default', 'atomic_write_json', 'atomic_torch_save', 'git_state',
+           'code_state', 'kernel_path', 'environment', 'numeric_differences']
 
 # %% ../nbs/00_core.ipynb #93549937
 def check_range(name:str, # parameter name, used in the message
@@ -90,6 +90,13 @@ def get_device(device:str|torch.device='auto', # "auto", "cpu", "cuda", "cuda:1"
     if dev.type == 'mps' and not (getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available()):
         raise ValueError(f"device={device!r} was asked for, but MPS is not available on this machine")
     return dev
+
+# %% ../nbs/00_core.ipynb #c0de0002
+def process_defaults(threads:int=0, # torch's intra-op threads (0: leave torch's choice)
+                    ) -> None:
+    "Set the torch settings of a process that trains: the thread count, and cuDNN's autotuner where CUDA is present."
+    if threads: torch.set_num_threads(int(threads))
+    if torch.cuda.is_available(): torch.backends.cudnn.benchmark = True
 
 # %% ../nbs/00_core.ipynb #cb63f3a6
 def atomic_write(path:str|Path, # the file to create or replace

@@ -15,9 +15,9 @@ from .noise import NOISE_KINDS, transition_matrix, corrupt_labels, flip_rate, ex
 from .labels import HUMAN_NOISE, check_human_kind, human_labels, read_noise_file, realised_T, labels_sha256
 
 # %% auto #0
-__all__ = ['DATASETS', 'LABEL_NOISE', 'DatasetNotFound', 'data_dir', 'CleanData', 'load_clean', 'NoisyData', 'is_synthetic',
-           'check_noise', 'noise_seed', 'make_noisy_data', 'export_noisy_labels', 'random_crop_flip', 'normalise',
-           'train_batches', 'eval_batches']
+__all__ = ['DATASETS', 'TRAIN_SIZES', 'LABEL_NOISE', 'DatasetNotFound', 'data_dir', 'CleanData', 'load_clean', 'NoisyData',
+           'is_synthetic', 'check_noise', 'noise_seed', 'make_noisy_data', 'export_noisy_labels', 'random_crop_flip',
+           'normalise', 'train_batches', 'eval_batches']
 
 # %% ../nbs/05_data.ipynb #f6b45d78
 DATASETS = ('digits', 'mnist1d', 'mnist1d-large', 'cifar10', 'cifar100')
@@ -96,6 +96,9 @@ def load_clean(name:str, # one of `DATASETS`
     if name == 'digits': return _digits()
     if name.startswith('mnist1d'): return _mnist1d(name, root)
     return _cifar(name, root, download)
+
+# %% ../nbs/05_data.ipynb #da7a0002
+TRAIN_SIZES = {'digits': 1_297, 'mnist1d': 4_000, 'mnist1d-large': 16_000, 'cifar10': 50_000, 'cifar100': 50_000}
 
 # %% ../nbs/05_data.ipynb #86c0d570
 @dataclass

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_distill.ipynb #08d85daa
 from __future__ import annotations
-import hashlib, json, math, time
+import json, math, time
 from pathlib import Path
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ from .data import make_noisy_data
 from .models import build_model
 from .config import DistillConfig, split_distill, student_id, run_id
 from .engine import RunLoss, GroupLoss, fit, init_model
-from .store import finished_record, write_record, load_model, run_status, check_out
+from .store import finished_record, write_record, load_model, run_status, check_out, checkpoint_path, drop_checkpoints
 from .train import train_group, group_configs, group_key, run_loss, method_T, make_record, predict
 
 # %% auto #0
@@ -111,7 +111,7 @@ def distill_group(cfgs:list, # DistillConfigs (or dicts) of students that share 
     res = None
     if losses:
         ok = [i for i, _ in losses]
-        ck = outs[ok[0]].parent / f'.students-{hashlib.sha256("".join(sids[i] for i in ok).encode()).hexdigest()[:12]}.pt' if outs[ok[0]] else None
+        ck = checkpoint_path([outs[i] for i in ok], [sids[i] for i in ok], 'students')
         y = data.y_train.expand(len(ok), -1).contiguous(); yv = data.y_val.expand(len(ok), -1).contiguous()
         res = fit(s0, data, [init_model(parts[i][1], data.input_shape, L) for i in ok], y, yv, GroupLoss([l for _, l in losses], L, dev),
                   ckpt=ck, ident=[sids[i] for i in ok], progress=progress, desc=f'{len(ok)} student(s)')
@@ -130,13 +130,13 @@ def distill_group(cfgs:list, # DistillConfigs (or dicts) of students that share 
                           y_test=data.y_test, kind='student', tau=tau, distill_weight=w, teacher=teacher)
         rec['run']['config'].update(tau=tau, distill_weight=w)
         if outs[i] is not None: write_record(outs[i], rec)
-        rec['model'] = res['model'].module(pos) if pos is not None else None
+        rec['model'] = res['model'].run(pos) if pos is not None else None
         records[i] = rec
     for tid in {run_id(parts[i][0]) for i in todo}:                 # the teachers list their students
         tds = {tdirs[i] for i in todo if run_id(parts[i][0]) == tid and tdirs[i] is not None}
         for td in tds:
             if run_status(td)[0] == 'done': _link_students(td, [sids[i] for i in todo if run_id(parts[i][0]) == tid and outs[i] is not None])
-    if res is not None and ck is not None: ck.unlink(missing_ok=True)
+    if res is not None: drop_checkpoints(ck)
     return records
 
 def distill(cfg:DistillConfig|dict, # the distillation config

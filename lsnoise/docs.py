@@ -13,7 +13,7 @@ from .core import atomic_write
 # %% auto #0
 __all__ = ['SECTIONS', 'MATHJAX_VERSION', 'MATHJAX_CDN', 'CSS', 'SITE_MARKER', 'page_name', 'site_sections', 'site_notebooks',
            'split_title_cell', 'process_notebook', 'execution_key', 'slugify', 'Normaliser', 'local_mathjax', 'conf_py',
-           'toctree', 'DocsBuildError', 'build_site', 'check_site_folder']
+           'toctree', 'DocsBuildError', 'build_site', 'execute_notebooks', 'check_site_folder']
 
 # %% ../nbs/14_docs.ipynb #484da795
 SECTIONS = [('Foundations', r'0[0-3][a-z]?_'), ('Theory', r'04[a-z]?_'), ('Training and experiments', r'(0[5-9]|1\d)[a-z]?_'),
@@ -64,8 +64,10 @@ def split_title_cell(md:str):
     while i < len(lines) and lines[i].startswith('>'): desc.append(lines[i][1:].strip()); i += 1
     return lines[0][2:].strip(), ' '.join(desc) or None, '\n'.join(lines[i:]).strip('\n')
 
-def process_notebook(src:str, threads:int=0) -> dict:
-    "Run nbdev's docs processors on notebook `src`, executing all of it; return the processed notebook as a dict."
+def process_notebook(src:str, threads:int=0,
+                     execute:bool=True, # False: keep the outputs committed with the notebook
+                    ) -> dict:
+    "Run nbdev's docs processors on notebook `src`, executing all of it (or keeping its committed outputs); return the processed notebook as a dict."
     from fastcore.xtras import working_directory
     from execnb.nbio import read_nb, nb2dict
     from execnb.shell import CaptureShell
@@ -76,7 +78,7 @@ def process_notebook(src:str, threads:int=0) -> dict:
     raw = json.loads(src.read_text(encoding='utf-8'))
     first = next((''.join(c['source']) for c in raw['cells'] if c['cell_type'] == 'markdown'), '')
     title, description, rest = split_title_cell(first)
-    os.environ.update({'IN_TEST': '1', 'LSNOISE_PROGRESS': '0'})
+    if execute: os.environ.update({'IN_TEST': '1', 'LSNOISE_PROGRESS': '0'})      # (in the worker process that executes it)
     if threads:
         os.environ.update({k: str(threads) for k in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS')})
     flags = get_config(cfg_name='settings.ini', path=src.parent).get('tst_flags', '').split()
@@ -92,7 +94,7 @@ def process_notebook(src:str, threads:int=0) -> dict:
                 raise RuntimeError(f"{src.name}: a cell failed while executing for the docs:\n{k.prettytb(fname=src)}") from None
 
     procs = [p for p in FilterDefaults().procs() if p is not exec_show_docs]
-    procs.insert(procs.index(add_show_docs) + 1, execute_all)
+    if execute: procs.insert(procs.index(add_show_docs) + 1, execute_all)
     with working_directory(src.parent):
         nb = read_nb(src)
         NBProcessor(nb=nb, procs=procs).process()
@@ -103,8 +105,8 @@ def process_notebook(src:str, threads:int=0) -> dict:
     d.setdefault('metadata', {})['lsnoise_frontmatter'] = head
     return d
 
-def _execute_timed(src:str, threads:int=0):
-    t = time.time(); d = process_notebook(src, threads)
+def _execute_timed(src:str, threads:int=0, execute:bool=True):
+    t = time.time(); d = process_notebook(src, threads, execute)
     return d, time.time() - t
 
 # %% ../nbs/14_docs.ipynb #5dedca88
@@ -339,6 +341,7 @@ def build_site(root:str|Path='.', # repository root (settings.ini, nbs/, figures
                only:list|None=None, # page names to include besides the index (default: all); for quick previews
                say=print, # progress messages
                install_mathjax:bool=True, # install MathJax with npm if it is missing (False: a missing MathJax is an error)
+               committed:tuple=(), # stems of notebooks shown with their committed outputs, not executed (see `execute_notebooks`)
               ) -> dict:
     "Build the docs site from the notebooks; return a summary. Raises `DocsBuildError` naming the failing notebook or warnings."
     if mathjax not in ('local', 'auto', 'cdn'): raise ValueError(f"mathjax must be one of 'local', 'auto', 'cdn', got {mathjax!r}")
@@ -362,32 +365,7 @@ def build_site(root:str|Path='.', # repository root (settings.ini, nbs/, figures
     notebooks = [p for _, group in sections for p in group]
 
     # 1. execute (cached)
-    executed, todo = {}, []
-    for p in notebooks:
-        key, cache = execution_key(p, root), build / 'executed' / (rel(p) + '.json')
-        if not force and cache.exists():
-            try:
-                d = json.loads(cache.read_text(encoding='utf-8'))
-                if d.get('key') == key: executed[rel(p)] = d['nb']; continue
-            except (json.JSONDecodeError, KeyError): pass
-        todo.append((p, key, cache))
-    say(f"[docs] {len(notebooks)} notebooks: {len(executed)} cached, {len(todo)} to execute ({workers} at a time)")
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    failures = []
-    if todo:
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=get_context('spawn')) as pool:
-            futs = {pool.submit(_execute_timed, str(p), threads): (rel(p), key, cache) for p, key, cache in todo}
-            from concurrent.futures import as_completed
-            for i, f in enumerate(as_completed(futs), 1):
-                name, key, cache = futs[f]
-                try: d, secs = f.result()
-                except Exception as e:
-                    failures.append(f"{name}: {e}"); say(f"[docs] {i}/{len(todo)} FAILED {name}"); continue
-                atomic_write(cache, lambda t: t.write_text(json.dumps({'key': key, 'nb': d}), encoding='utf-8'))
-                executed[name] = d
-                say(f"[docs] {i}/{len(todo)} executed {name} ({secs:.1f} s)")
-    if failures: raise DocsBuildError("notebooks failed to execute; nothing was published:\n" + '\n\n'.join(failures))
-
+    executed, fresh = execute_notebooks(root, notebooks, build, workers, force, committed, say)
     # 2. normalise into the Sphinx source folder
     src = build / 'src'
     norm = Normaliser(nbs, pages, cfg.get('doc_host', '') + cfg.get('doc_baseurl', ''), cfg.get('git_url', ''), cfg.get('branch', 'main'),
@@ -436,11 +414,55 @@ def build_site(root:str|Path='.', # repository root (settings.ini, nbs/, figures
     if site.exists(): site.rename(old)
     shutil.move(str(html), str(site))
     if old.exists(): shutil.rmtree(old)
-    summary = {'site': str(site), 'pages': len(notebooks), 'executed': len(todo), 'cached': len(notebooks) - len(todo),
+    summary = {'site': str(site), 'pages': len(notebooks), 'executed': fresh, 'cached': len(notebooks) - fresh,
                'mathjax': 'local' if mj_path != MATHJAX_CDN else 'cdn', 'seconds': round(time.time() - t0, 1)}
     say(f"[docs] {summary['pages']} pages in {site} ({summary['executed']} executed, {summary['cached']} cached, MathJax {summary['mathjax']}) in {summary['seconds']} s")
     say(f"[docs] open {site / 'index.html'}, or serve it: python -m http.server --bind 127.0.0.1 --directory {site}")
     return summary
+
+# %% ../nbs/14_docs.ipynb #d0c50002
+def execute_notebooks(root:Path, # the repository (settings.ini, lsnoise/, results/)
+                      notebooks:list, # the notebooks, under root/nbs
+                      build:Path, # the work folder: executed copies go to build/executed/
+                      workers:int=2, # notebooks executed in parallel
+                      force:bool=False, # re-execute, ignoring the cache
+                      committed:tuple=(), # stems of notebooks whose committed outputs are kept as they are
+                      say=print,
+                     ) -> dict:
+    "({path under nbs: processed notebook}, how many were processed now rather than read from the cache); a DocsBuildError lists every failure."
+    nbs = root / _read_settings(root).get('nbs_path', 'nbs')
+    rel = lambda p: p.relative_to(nbs).as_posix()
+    executed, todo = {}, []
+    for p in notebooks:
+        run = p.stem not in committed
+        key, cache = execution_key(p, root) + ('' if run else '-committed'), build / 'executed' / (rel(p) + '.json')
+        if not force and cache.exists():
+            try:
+                d = json.loads(cache.read_text(encoding='utf-8'))
+                if d.get('key') == key: executed[rel(p)] = d['nb']; continue
+            except (json.JSONDecodeError, KeyError): pass
+        todo.append((p, key, cache, run))
+    say(f"[docs] {len(notebooks)} notebooks: {len(executed)} cached, {sum(t[3] for t in todo)} to execute ({workers} at a time), "
+        f"{sum(not t[3] for t in todo)} with their committed outputs")
+    keep = lambda name, key, cache, d: (atomic_write(cache, lambda t: t.write_text(json.dumps({'key': key, 'nb': d}), encoding='utf-8')),
+                                        executed.__setitem__(name, d))
+    for p, key, cache, run in todo:                                     # committed outputs: processed here, nothing runs
+        if not run: keep(rel(p), key, cache, process_notebook(str(p), execute=False))
+    runs, failures = [t for t in todo if t[3]], []
+    if runs:
+        from concurrent.futures import as_completed
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(max_workers=min(workers, len(runs)), mp_context=get_context('spawn')) as pool:
+            futs = {pool.submit(_execute_timed, str(p), threads): (rel(p), key, cache) for p, key, cache, _ in runs}
+            for i, f in enumerate(as_completed(futs), 1):
+                name, key, cache = futs[f]
+                try: d, secs = f.result()
+                except Exception as e:
+                    failures.append(f"{name}: {e}"); say(f"[docs] {i}/{len(runs)} FAILED {name}"); continue
+                keep(name, key, cache, d)
+                say(f"[docs] {i}/{len(runs)} executed {name} ({secs:.1f} s)")
+    if failures: raise DocsBuildError("notebooks failed to execute; nothing was published:\n" + '\n\n'.join(failures))
+    return executed, len(todo)
 
 # %% ../nbs/14_docs.ipynb #a9b8c7d7
 SITE_MARKER = '.lsnoise-site'

@@ -4,217 +4,30 @@
 
 # %% ../nbs/07b_engine.ipynb #707aedcf
 from __future__ import annotations
-import copy, math, os
+import math, os
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
-from torch.func import stack_module_state
-from .core import torch_seed, atomic_torch_save, atomic_write_json
+from .core import torch_seed, atomic_write_json
+from .store import load_checkpoint, save_checkpoint
 from .noise import check_transition
 from .losses import rows_ce, fc_dense_ce, clipped_rows_ce, clipped_fc_ce, check_clip
 from .data import NoisyData, train_batches, normalise
-from .models import MLP, SmallCNN, CifarResNet, build_model
+from .models import build_model
+from .layouts import Layout, stack_models
 from .metrics import evaluate_logits_group, denoising_group
 from .config import TrainConfig
 
 # %% auto #0
-__all__ = ['PROGRESS_FILE_ENV', 'PROGRESS_NOTE_S', 'COLLAPSE_SHARE', 'COLLAPSE_CHANCE', 'COLLAPSE_PATIENCE', 'SYNC_EVERY',
-           'Stacked', 'StackedMLP', 'StackedCNN', 'SingleModel', 'PackedResNet', 'StackedResNet', 'stack_models',
-           'init_model', 'RunLoss', 'GroupLoss', 'progress_bar', 'progress_note', 'epochs_and_steps', 'milestone_steps',
-           'finite_or_none', 'summarise', 'finite_health', 'is_collapsed', 'health_check', 'evaluate_group',
-           'load_checkpoint', 'fit']
+__all__ = ['PROGRESS_FILE_ENV', 'PROGRESS_NOTE_S', 'COLLAPSE_SHARE', 'COLLAPSE_CHANCE', 'COLLAPSE_PATIENCE', 'CHECKPOINT_FORMAT',
+           'SYNC_EVERY', 'init_model', 'RunLoss', 'GroupLoss', 'progress_bar', 'progress_note', 'Progress',
+           'epochs_and_steps', 'optimiser', 'finite_or_none', 'summarise', 'Stop', 'finite_health', 'is_collapsed',
+           'health_check', 'evaluate_group', 'RunSet', 'check_labels', 'resume', 'fit']
 
-# %% ../nbs/07b_engine.ipynb #4cb215fe
-class Stacked:
-    "The shared part of the stacked layouts: `self.tensors`, each with a leading axis of K runs (no batch-norm state)."
-    def parameters(self): return self.tensors
-    def to(self, device, channels_last:bool=False):
-        self.tensors = [t.detach().to(device).requires_grad_() for t in self.tensors]
-        return self
-    def train(self, mode:bool=True): return self
-    def state_dict(self): return [t.detach().clone() for t in self.tensors]
-    def load_state_dict(self, sd):
-        with torch.no_grad():
-            for t, v in zip(self.tensors, sd): t.copy_(v)
-    def snapshot(self) -> list:
-        "Copies of the tensors that a stopped run must keep (its parameters)."
-        return [t.detach().clone() for t in self.tensors]
-    def restore(self, snap:list, dead:torch.Tensor):
-        "Put the runs `dead` (indices) back to `snap`: no optimiser step, momentum or weight decay moves a stopped run."
-        with torch.no_grad():
-            for t, f in zip(self.tensors, snap): t.index_copy_(0, dead, f.index_select(0, dead))
-
-class StackedMLP(Stacked):
-    "K MLPs as stacked tensors in the layout batched matrix products like best: weights (K, in, out), biases (K, 1, out)."
-    PAD = 16   # the last layer's outputs are zero-padded to a multiple of this: tiny bmm widths are slow on the CPU
-
-    def __init__(self, models:list):
-        params, _ = stack_module_state(models)
-        self.template = copy.deepcopy(models[0])
-        self.names = sorted({k.rsplit('.', 1)[0] for k in params if k.startswith('body.')}, key=lambda n: int(n.split('.')[1])) + ['fc']
-        self.num_classes = params['fc.weight'].shape[1]
-        pad = -self.num_classes % self.PAD
-        self.tensors = []
-        for n in self.names:
-            w, b = params[n + '.weight'].detach().transpose(1, 2), params[n + '.bias'].detach().unsqueeze(1)
-            if n == 'fc': w, b = F.pad(w, (0, pad)), F.pad(b, (0, pad))
-            self.tensors += [w.contiguous().requires_grad_(), b.contiguous().requires_grad_()]
-
-    def __call__(self, x):
-        "(K, B, L) logits of the K models on the shared batch x."
-        K = self.tensors[0].shape[0]
-        h = x.flatten(1).expand(K, -1, -1)
-        for i in range(0, len(self.tensors) - 2, 2): h = torch.baddbmm(self.tensors[i + 1], h, self.tensors[i]).relu_()
-        return torch.baddbmm(self.tensors[-1], h, self.tensors[-2])[..., :self.num_classes]
-    def module(self, k:int) -> nn.Module:
-        "Run k as an ordinary `MLP`."
-        m = copy.deepcopy(self.template).to(self.tensors[0].device)
-        sd = {}
-        for i, n in enumerate(self.names):
-            w, b = self.tensors[2 * i][k].detach().t(), self.tensors[2 * i + 1][k].detach().squeeze(0)
-            if n == 'fc': w, b = w[:self.num_classes], b[:self.num_classes]
-            sd[n + '.weight'], sd[n + '.bias'] = w.clone(), b.clone()
-        m.load_state_dict(sd)
-        return m
-
-class StackedCNN(Stacked):
-    "K `SmallCNN`s as grouped convolutions (K x channels) and batched matrix products; weights stacked with a leading K."
-    def __init__(self, models:list):
-        self.template, self.K = copy.deepcopy(models[0]), len(models)
-        c1 = models[0].conv[0]
-        self.dim, self.pad = c1.weight.ndim - 2, c1.padding
-        st = lambda get: torch.stack([get(m).detach() for m in models])
-        self.tensors = [st(lambda m: m.conv[0].weight), st(lambda m: m.conv[0].bias), st(lambda m: m.conv[2].weight), st(lambda m: m.conv[2].bias),
-                        st(lambda m: m.body[1].weight).transpose(1, 2).contiguous(), st(lambda m: m.body[1].bias).unsqueeze(1),
-                        st(lambda m: m.fc.weight).transpose(1, 2).contiguous(), st(lambda m: m.fc.bias).unsqueeze(1)]
-        self.tensors = [t.requires_grad_() for t in self.tensors]
-    def __call__(self, x):
-        "(K, B, L) logits of the K models on the shared batch x."
-        w1, b1, w2, b2, l1, lb, fw, fb = self.tensors
-        conv, pool = (F.conv1d, F.max_pool1d) if self.dim == 1 else (F.conv2d, F.max_pool2d)
-        h = conv(x, w1.reshape(-1, *w1.shape[2:]), b1.reshape(-1), padding=self.pad).relu_()
-        h = conv(h, w2.reshape(-1, *w2.shape[2:]), b2.reshape(-1), padding=self.pad, groups=self.K).relu_()
-        h = pool(h, 2).reshape(x.shape[0], self.K, -1).transpose(0, 1)        # (K, B, features), each run's own channels
-        return torch.baddbmm(fb, torch.baddbmm(lb, h, l1).relu_(), fw)
-    def module(self, k:int) -> nn.Module:
-        "Run k as an ordinary `SmallCNN`."
-        m = copy.deepcopy(self.template).to(self.tensors[0].device)
-        w1, b1, w2, b2, l1, lb, fw, fb = (t[k].detach() for t in self.tensors)
-        with torch.no_grad():
-            for p, v in ((m.conv[0].weight, w1), (m.conv[0].bias, b1), (m.conv[2].weight, w2), (m.conv[2].bias, b2),
-                         (m.body[1].weight, l1.t()), (m.body[1].bias, lb.squeeze(0)), (m.fc.weight, fw.t()), (m.fc.bias, fb.squeeze(0))): p.copy_(v)
-        return m
-
-class SingleModel:
-    "One ordinary module behind the stacked interface: (1, B, L) logits."
-    def __init__(self, model:nn.Module): self.model = model
-    def parameters(self): return list(self.model.parameters())
-    def to(self, device, channels_last:bool=False):
-        self.model.to(device)
-        if channels_last: self.model.to(memory_format=torch.channels_last)
-        return self
-    def train(self, mode:bool=True): self.model.train(mode); return self
-    def __call__(self, x): return self.model(x).unsqueeze(0)
-    def state_dict(self): return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-    def load_state_dict(self, sd): self.model.load_state_dict(sd)
-    def module(self, k:int) -> nn.Module:
-        if k != 0: raise IndexError(f"a SingleModel holds one run, got k={k}")
-        return self.model
-
-class _PackedBN(nn.BatchNorm2d):
-    "K runs' BatchNorm2d over K x C channels: each channel is normalised on its own, so each run keeps its own statistics."
-
-class PackedResNet(nn.Module):
-    """K CIFAR ResNets of one depth as one network: the stem a convolution with K x 16 outputs (the runs share the
-    input), every other convolution grouped (groups = K), batch norm over the K x C channels (per-run statistics, as
-    each channel is normalised alone), option-A shortcuts padded run by run, and a per-run last layer."""
-    def __init__(self, models:list):
-        super().__init__()
-        K = self.K = len(models)
-        cat = lambda get: torch.cat([get(m).detach() for m in models])
-        def conv(get, groups):
-            c0 = get(models[0])
-            c = nn.Conv2d(c0.in_channels * groups, c0.out_channels * K, c0.kernel_size, c0.stride, c0.padding, groups=groups, bias=False)
-            with torch.no_grad(): c.weight.copy_(cat(lambda m: get(m).weight))
-            return c
-        def bn(get):
-            b0 = get(models[0])
-            b = _PackedBN(b0.num_features * K, b0.eps, b0.momentum)
-            with torch.no_grad():
-                for n in ('weight', 'bias', 'running_mean', 'running_var'): getattr(b, n).copy_(cat(lambda m: getattr(get(m), n)))
-                b.num_batches_tracked.copy_(b0.num_batches_tracked)
-            return b
-        self.stem_conv, self.stem_bn = conv(lambda m: m.stem[0], 1), bn(lambda m: m.stem[1])
-        self.blocks = nn.ModuleList()
-        for i, blk in enumerate(models[0].blocks):
-            g = lambda m, i=i: m.blocks[i]
-            b = nn.Module()
-            b.c1, b.b1 = conv(lambda m: g(m).c1, K), bn(lambda m: g(m).b1)
-            b.c2, b.b2 = conv(lambda m: g(m).c2, K), bn(lambda m: g(m).b2)
-            b.stride, b.pad, b.cin = blk.stride, blk.pad, blk.c1.in_channels
-            self.blocks.append(b)
-        self.fc_w = nn.Parameter(torch.stack([m.fc.weight.detach().t() for m in models]))      # (K, 64, L)
-        self.fc_b = nn.Parameter(torch.stack([m.fc.bias.detach()[None] for m in models]))      # (K, 1, L)
-        self._template = (copy.deepcopy(models[0]),)   # in a tuple: not a submodule, so neither trained nor in the state
-
-    def forward(self, x):
-        "(K, B, L) logits of the K runs on the shared batch x."
-        h = F.relu(self.stem_bn(self.stem_conv(x)))
-        for b in self.blocks:
-            out = F.relu(b.b1(b.c1(h)))
-            out = b.b2(b.c2(out))
-            sc = h
-            if b.stride != 1 or b.pad:
-                sc = h[:, :, ::b.stride, ::b.stride]
-                B, _, H, W = sc.shape
-                sc = F.pad(sc.reshape(B, self.K, b.cin, H, W), (0, 0, 0, 0, b.pad // 2, b.pad - b.pad // 2)).reshape(B, -1, H, W)
-            h = F.relu(out + sc)
-        f = F.adaptive_avg_pool2d(h, 1).flatten(1)                       # (B, K x 64)
-        f = f.reshape(f.shape[0], self.K, -1).transpose(0, 1)            # (K, B, 64): each run its own channels
-        return torch.baddbmm(self.fc_b, f, self.fc_w)
-
-    def run(self, k:int) -> nn.Module:
-        "Run k as an ordinary `CifarResNet` (weights and batch-norm statistics)."
-        m = copy.deepcopy(self._template[0]).to(self.fc_w.device)
-        sl = lambda t, n: t.detach()[k * n:(k + 1) * n]
-        def put_conv(dst, src): dst.weight.data.copy_(sl(src.weight, dst.out_channels))
-        def put_bn(dst, src):
-            for n in ('weight', 'bias', 'running_mean', 'running_var'): getattr(dst, n).data.copy_(sl(getattr(src, n), dst.num_features))
-            dst.num_batches_tracked.copy_(src.num_batches_tracked)
-        with torch.no_grad():
-            put_conv(m.stem[0], self.stem_conv); put_bn(m.stem[1], self.stem_bn)
-            for mb, pb in zip(m.blocks, self.blocks):
-                put_conv(mb.c1, pb.c1); put_bn(mb.b1, pb.b1); put_conv(mb.c2, pb.c2); put_bn(mb.b2, pb.b2)
-            m.fc.weight.copy_(self.fc_w[k].t()); m.fc.bias.copy_(self.fc_b[k, 0])
-        return m
-
-class StackedResNet(SingleModel):
-    "K CIFAR ResNets packed as one `PackedResNet` behind the stacked interface: (K, B, L) logits."
-    def __init__(self, models:list): self.model = PackedResNet(models)
-    def __call__(self, x): return self.model(x)
-    def module(self, k:int) -> nn.Module: return self.model.run(k)
-    def _state(self):
-        "Every parameter and batch-norm statistic, each with run-contiguous blocks along its first axis."
-        return [*self.model.parameters(), *(b for n, b in self.model.named_buffers() if not n.endswith('num_batches_tracked'))]
-    def snapshot(self) -> list: return [t.detach().clone() for t in self._state()]
-    def restore(self, snap:list, dead:torch.Tensor):
-        K = self.model.K
-        with torch.no_grad():
-            for t, f in zip(self._state(), snap): t.unflatten(0, (K, -1)).index_copy_(0, dead, f.unflatten(0, (K, -1)).index_select(0, dead))
-
-def stack_models(models:list):
-    "The K models as one stacked model: `StackedMLP` for MLPs (any K), `StackedCNN` and `StackedResNet` for groups, `SingleModel` for one run."
-    if not models: raise ValueError("models must hold at least one model")
-    if isinstance(models[0], MLP): return StackedMLP(models)
-    if len(models) == 1: return SingleModel(models[0])
-    if isinstance(models[0], SmallCNN): return StackedCNN(models)
-    if isinstance(models[0], CifarResNet): return StackedResNet(models)
-    raise ValueError(f"{type(models[0]).__name__} trains one run at a time (K = 1); got K = {len(models)}")
-
-def init_model(cfg:TrainConfig, input_shape:tuple, num_classes:int) -> nn.Module:
+# %% ../nbs/07b_engine.ipynb #e0000001
+def init_model(cfg:TrainConfig, input_shape:tuple, num_classes:int) -> torch.nn.Module:
     "A freshly initialised model of `cfg`, from the stream `(seed, 'init')` (the global generator is left as it was)."
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(torch_seed(cfg.seed, 'init'))
@@ -260,6 +73,10 @@ class GroupLoss:
             tau = torch.tensor([losses[k].tau for k in so], device=device)
             self.parts.append(('soft', ix(so), so == list(range(K)), self._weight([1 - losses[k].weight for k in so], device), (S, tau), None))
 
+    def at(self, epoch:int) -> 'GroupLoss':
+        "The loss of every epoch: a `GroupLoss` is its own one-phase schedule (see `fit`)."
+        return self
+
     @staticmethod
     def _weight(w, device):
         "The weights of a part as a (k,) tensor, or None when they are all 1 (nothing to multiply)."
@@ -295,6 +112,9 @@ class GroupLoss:
         return out
 
 # %% ../nbs/07b_engine.ipynb #d14a3190
+PROGRESS_FILE_ENV = 'LSNOISE_PROGRESS_FILE'     # set by a sweep's worker: where its unit reports progress
+PROGRESS_NOTE_S = 20.0                          # at most this long between two notes while a unit trains
+
 def progress_bar(total:int, desc:str, enabled:bool|None):
     "A tqdm bar, or None when progress is off (None: on unless $CI is set or LSNOISE_PROGRESS=0)."
     if enabled is None: enabled = not os.environ.get('CI') and os.environ.get('LSNOISE_PROGRESS', '1') != '0'
@@ -302,11 +122,8 @@ def progress_bar(total:int, desc:str, enabled:bool|None):
     from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
-PROGRESS_FILE_ENV = 'LSNOISE_PROGRESS_FILE'     # set by a sweep's worker: where its unit reports progress
-PROGRESS_NOTE_S = 20.0                          # at most this long between two notes while a unit trains
-
 def progress_note(desc:str, epochs:int, K:int):
-    "note(epoch, alive, force=False): write {desc, epoch, epochs, alive, K, ...} to $LSNOISE_PROGRESS_FILE, at most every PROGRESS_NOTE_S; None if it is unset."
+    "note(epoch, alive, start_epoch, force=False): write {desc, epoch, epochs, alive, K, ...} to $LSNOISE_PROGRESS_FILE, at most every PROGRESS_NOTE_S; None if it is unset."
     path = os.environ.get(PROGRESS_FILE_ENV)
     if not path: return None
     import time
@@ -320,16 +137,36 @@ def progress_note(desc:str, epochs:int, K:int):
         except OSError: pass                        # progress is a courtesy: it never stops training
     return note
 
+# %% ../nbs/07b_engine.ipynb #e0000003
+class Progress:
+    "The bar and the sweep's note of one `fit` (either may be off): `step` within an epoch, `epoch` after one, `close`."
+    def __init__(self, desc:str, epochs:int, K:int, enabled:bool|None, epoch:int, alive:int):
+        self.bar, self.note, self.start = progress_bar(epochs, desc, enabled), progress_note(desc, epochs, K), epoch
+        if self.bar is not None: self.bar.update(epoch)
+        if self.note is not None: self.note(epoch, alive, self.start, force=True)
+    def step(self, at:float, alive:int):
+        if self.note is not None: self.note(at, alive, self.start)
+    def epoch(self, epoch:int, alive:int):
+        if self.bar is not None: self.bar.update(1); self.bar.set_postfix(alive=alive)
+        if self.note is not None: self.note(epoch, alive, self.start)
+    def close(self):
+        if self.bar is not None: self.bar.close()
+
+# %% ../nbs/07b_engine.ipynb #e0000005
 def epochs_and_steps(cfg:TrainConfig, n_train:int) -> tuple:
     "(epochs, optimiser steps) of a resolved config on a training set of `n_train` examples."
     per_epoch = math.ceil(n_train / cfg.batch_size)
     if cfg.steps: return math.ceil(cfg.steps / per_epoch), cfg.steps
     return cfg.epochs, cfg.epochs * per_epoch
 
-def milestone_steps(cfg:TrainConfig, steps:int) -> list:
-    "The steps at which the learning rate is divided by 10."
-    return [int(round(float(m) * steps)) for m in cfg.milestones.split(',') if m.strip()]
+def optimiser(cfg:TrainConfig, params:list, n_train:int) -> tuple:
+    "(SGD, its step schedule, epochs, steps) of a resolved config: lr / 10 at each milestone (a fraction of the steps)."
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+    epochs, steps = epochs_and_steps(cfg, n_train)
+    milestones = [int(round(float(m) * steps)) for m in cfg.milestones.split(',') if m.strip()]
+    return opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones, 0.1), epochs, steps
 
+# %% ../nbs/07b_engine.ipynb #e0000007
 def finite_or_none(m:dict) -> dict:
     "NaN (an empty subset, e.g. no corrupted examples at rho = 0) becomes None, which JSON can hold."
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in m.items()}
@@ -341,9 +178,17 @@ def summarise(history:list, best_from:int=1) -> dict:
     best = max(eligible, key=lambda m: (m['val/acc'], -m['epoch']))
     return {'final': dict(history[-1]), 'best': dict(best), 'best_epoch': best['epoch']}
 
-def finite_health(k:int, m:dict, history:list):
+# %% ../nbs/07b_engine.ipynb #e0000010
+@dataclass(frozen=True)
+class Stop:
+    "Why a run stopped: its status, a one-line reason, and whether the evaluation that stopped it stays in its history."
+    status: str
+    reason: str
+    keep: bool = False
+
+def finite_health(k:int, m:dict, history:list) -> Stop|None:
     "A run whose validation or test NLL is not finite has diverged."
-    if not (math.isfinite(m['test/nll']) and math.isfinite(m['val/nll'])): return 'diverged', f"diverged at epoch {m['epoch']}"
+    if not (math.isfinite(m['test/nll']) and math.isfinite(m['val/nll'])): return Stop('diverged', f"diverged at epoch {m['epoch']}")
     return None
 
 # %% ../nbs/07b_engine.ipynb #316ef8d0
@@ -364,8 +209,8 @@ def health_check(num_classes:int, patience:int=COLLAPSE_PATIENCE):
             streak.append(h)
         if len(streak) < patience: return None
         first = streak[-1]
-        return ('collapsed', f"collapsed at epoch {first['epoch']}: validation accuracy {m['val/acc']:.3f}, "
-                             f"{100 * m['val/top_class_share']:.0f}% of predictions in one class", True)
+        return Stop('collapsed', f"collapsed at epoch {first['epoch']}: validation accuracy {m['val/acc']:.3f}, "
+                                 f"{100 * m['val/top_class_share']:.0f}% of predictions in one class", keep=True)
     return check
 
 # %% ../nbs/07b_engine.ipynb #64474642
@@ -392,124 +237,124 @@ def evaluate_group(model, data:NoisyData, y_train:torch.Tensor, y_val:torch.Tens
     return [{'train/loss': train_loss[k], **rows[k], 'val/acc': va_[k]['val/acc'], 'val/nll': va_[k]['val/nll'],
              'val/top_class_share': share[k], **te_[k]} for k in range(len(rows))], te
 
-# %% ../nbs/07b_engine.ipynb #e1f2a3b5
-def load_checkpoint(path:str|Path, # a checkpoint written by `fit`
-                    device='cpu') -> dict:
-    "Read a checkpoint without running code from it (`weights_only=True`); a ValueError naming the file if it is not one."
-    import pickle
-    try: return torch.load(path, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as e:
-        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path}: not a checkpoint that lsnoise wrote, refused without running anything from it ({why[:160]}); "
-                         "delete it to train from the start") from None
+# %% ../nbs/07b_engine.ipynb #e0000013
+class RunSet:
+    "The K runs of one `fit`: who is alive, why the others stopped, their histories, and the stopped runs' frozen weights."
+    FIELDS = ('history', 'status', 'reason', 'stopped_at', 'test_logits')
+    def __init__(self, K:int, device):
+        self.K, self.alive, self.frozen = K, torch.ones(K, dtype=torch.bool, device=device), None
+        self.history, self.test_logits = [[] for _ in range(K)], [None] * K
+        self.status, self.reason, self.stopped_at = ['running'] * K, [None] * K, [None] * K
+        self._count()
+    def _count(self): self.dead, self.n_alive = (~self.alive).nonzero().flatten(), int(self.alive.sum())
+    def stop(self, ks:list, why:Stop, epoch:int, layout:Layout):
+        "Stop the runs `ks` at `epoch` for `why`, and freeze their weights as they are now."
+        for k in ks: self.status[k], self.reason[k], self.stopped_at[k] = why.status, why.reason, epoch
+        self.alive[ks] = False; self._count()
+        if self.K > 1: self.frozen = layout.snapshot()                # the others' frozen values are already in place
+    def hold(self, layout:Layout):
+        "Put the stopped runs back to their frozen weights (after every optimiser step of the others)."
+        if self.frozen is not None: layout.restore(self.frozen, self.dead)
+    def check_finite(self, nonfinite:torch.Tensor, epoch:int, layout:Layout):
+        "Stop the live runs whose training loss was not finite since the last check (one host sync), and reset the flags."
+        bad = (nonfinite & self.alive).nonzero().flatten().tolist()
+        if bad: self.stop(bad, Stop('diverged', f"diverged at epoch {epoch}"), epoch, layout)
+        nonfinite.zero_()
+    def evaluated(self, metrics:list, test_logits:torch.Tensor, epoch:int, step:int, health, layout:Layout):
+        "Add one evaluation to each live run's history, unless its health check stops it (see `Stop.keep`)."
+        for k in self.alive.nonzero().flatten().tolist():
+            m = {'epoch': epoch, 'step': step, **metrics[k]}
+            why = health(k, m, self.history[k])
+            if why is None or why.keep:
+                self.history[k].append(finite_or_none(m)); self.test_logits[k] = test_logits[k].detach().to('cpu', copy=True)   # a copy: a view would keep the whole evaluation alive
+            if why is not None: self.stop([k], why, epoch, layout)
+    def state(self) -> dict: return {**{f: getattr(self, f) for f in self.FIELDS}, 'alive': self.alive, 'frozen': self.frozen}
+    def load(self, state:dict):
+        for f in self.FIELDS: setattr(self, f, state[f])
+        self.alive, self.frozen = state['alive'].to(self.alive.device), state['frozen']; self._count()
+    def results(self, best_from:list|None) -> list:
+        "Per run: history, status ('done' if it never stopped), reason, stopping epoch, last test logits, summaries."
+        return [{'history': self.history[k], 'status': 'done' if self.status[k] == 'running' else self.status[k], 'reason': self.reason[k],
+                 'stopped_at': self.stopped_at[k], 'test_logits': self.test_logits[k], **summarise(self.history[k], best_from[k] if best_from else 1)}
+                for k in range(self.K)]
 
 # %% ../nbs/07b_engine.ipynb #c15d5dc5
+CHECKPOINT_FORMAT = 2   # a checkpoint of another format is ignored: the group trains from the start
+
+def check_labels(data:NoisyData, y_train:torch.Tensor, y_val:torch.Tensor, K:int):
+    "Shapes and class range of the K runs' labels, checked once per group, never in the step."
+    if y_train.shape != (K, len(data.y_train)) or y_val.shape != (K, len(data.y_val)):
+        raise ValueError(f"y_train and y_val must be (K, N) = ({K}, {len(data.y_train)}) and ({K}, {len(data.y_val)}), got {tuple(y_train.shape)} and {tuple(y_val.shape)}")
+    for name, y in (('y_train', y_train), ('y_val', y_val)):
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= data.num_classes):
+            raise ValueError(f"{name} must hold class indices in [0, {data.num_classes}), found {int(y.min()) if int(y.min()) < 0 else int(y.max())}")
+
+def resume(ckpt, ident, layout:Layout, opt, sched, runs:RunSet) -> dict:
+    "The position {'epoch', 'step'} to start from: a checkpoint's if `ckpt` is one of this group (`ident`) and format, else 0."
+    if ckpt is None or not Path(ckpt).exists(): return {'epoch': 0, 'step': 0}
+    saved = load_checkpoint(ckpt, runs.alive.device)
+    if saved.get('format') != CHECKPOINT_FORMAT or saved['state'].get('ident') != ident: return {'epoch': 0, 'step': 0}
+    layout.load_state_dict(saved['params']); opt.load_state_dict(saved['opt']); sched.load_state_dict(saved['sched']); runs.load(saved['runs'])
+    return {'epoch': saved['state']['epoch'], 'step': saved['state']['step']}
+
+# %% ../nbs/07b_engine.ipynb #e0000015
+SYNC_EVERY = 50      # steps between the host's reads of the device-side finiteness flags
+
 def _autocast(device, amp):
     return torch.autocast('cuda', dtype=torch.bfloat16) if (amp and device.type == 'cuda') else torch.autocast('cpu', enabled=False)
-
-SYNC_EVERY = 50      # steps between the host's reads of the device-side finiteness flags
 
 def fit(cfg:TrainConfig, # resolved config: optimiser, schedule, batch size, seed, eval_every, amp (shared by the group)
         data:NoisyData, # inputs and clean labels, on the training device
         models:list, # K freshly initialised models (see `init_model`)
         y_train:torch.Tensor, # (K, N_train) training labels of each run
         y_val:torch.Tensor, # (K, N_val) validation labels of each run
-        loss:GroupLoss, # what each run minimises (see `phase` to change it between epochs)
+        loss, # what each run minimises: a `GroupLoss`, or a schedule whose `at(epoch)` gives each epoch's
         ckpt:str|Path|None=None, # checkpoint file (None: no checkpoints)
         ident=None, # identifies the group in its checkpoint (e.g. the run ids): a checkpoint of another group is ignored
         progress:bool|None=None, # progress bar (None: on unless $CI or LSNOISE_PROGRESS=0)
         desc:str='train', # label of the progress bar
-        phase=None, # phase(epoch) -> GroupLoss or None (keep the current loss), called at the start of every epoch
-        health=None, # health(k, metrics, history) -> (status, reason[, keep]) or None after each evaluation of a live run (None: `health_check`)
+        health=None, # health(k, metrics, history) -> Stop or None after each evaluation of a live run (None: `health_check`)
         best_from=None, # per run, the first epoch that `best` may select (e.g. after a warm-up); None: every epoch
+        callbacks:tuple=(), # objects with an `epoch_start(epoch)` method, called before every epoch
        ) -> dict:
-    "Train K runs as one stacked model; return the model and, per run, history, status, reason, summaries and test logits."
-    dev = data.device
+    "Train K runs as one layout; return the layout and, per run, history, status, reason, summaries and test logits."
+    dev, K = data.device, len(models)
+    check_labels(data, y_train, y_val, K)
     health = health_check(data.num_classes) if health is None else health
-    K = len(models)
     amp = cfg.amp and dev.type == 'cuda'
-    if y_train.shape != (K, len(data.y_train)) or y_val.shape != (K, len(data.y_val)):
-        raise ValueError(f"y_train and y_val must be (K, N) = ({K}, {len(data.y_train)}) and ({K}, {len(data.y_val)}), got {tuple(y_train.shape)} and {tuple(y_val.shape)}")
-    for name, y in (('y_train', y_train), ('y_val', y_val)):        # checked once per group, never in the step
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= data.num_classes):
-            raise ValueError(f"{name} must hold class indices in [0, {data.num_classes}), found {int(y.min()) if int(y.min()) < 0 else int(y.max())}")
     model = stack_models(models).to(dev, channels_last=amp and len(data.input_shape) == 3)
-    params = model.parameters()
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
-    epochs, steps = epochs_and_steps(cfg, len(data.y_train))
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestone_steps(cfg, steps), 0.1)
-    if dev.type == 'cuda': torch.backends.cudnn.benchmark = True     # fixed shapes: let cuDNN pick its fastest kernels once
+    opt, sched, epochs, steps = optimiser(cfg, model.parameters(), len(data.y_train))
     forward = torch.compile(model.__call__) if cfg.compile else model   # training steps only: evaluation stays eager, in float32
-    alive = torch.ones(K, dtype=torch.bool, device=dev)
-    frozen = None                                     # parameters of the stopped runs, restored after every step
-    state = {'epoch': 0, 'step': 0, 'history': [[] for _ in range(K)], 'status': ['done'] * K, 'reason': [None] * K,
-             'stopped_at': [None] * K, 'ident': ident, 'test_logits': [None] * K}
-    resumed_from = 0
-    if ckpt is not None and Path(ckpt).exists():
-        saved = load_checkpoint(ckpt, dev)
-        if saved['state'].get('ident') == ident:
-            model.load_state_dict(saved['params']); opt.load_state_dict(saved['opt']); sched.load_state_dict(saved['sched'])
-            state, alive, frozen = saved['state'], saved['alive'].to(dev), saved['frozen']
-            resumed_from = state['epoch']
-    dead = (~alive).nonzero().flatten()               # host-side copies of the stopped runs and their count,
-    n_alive = int(alive.sum())                        # updated only when a run stops (no host sync in the step)
-    def stop(ks, status, reason, epoch):
-        nonlocal frozen, dead, n_alive
-        for k in ks: state['status'][k], state['reason'][k], state['stopped_at'][k] = status, reason(k), epoch
-        alive[ks] = False
-        dead, n_alive = (~alive).nonzero().flatten(), int(alive.sum())
-        if K > 1: frozen = model.snapshot()           # the others' frozen values are already in place
-    def check(nonfinite, epoch):
-        "Stop the live runs whose training loss was not finite since the last check (one host sync)."
-        bad = (nonfinite & alive).nonzero().flatten().tolist()
-        if bad: stop(bad, 'diverged', lambda k: f"diverged at epoch {epoch + 1}", epoch + 1)
-        nonfinite.zero_()
-    bar = progress_bar(epochs, desc, progress)
-    if bar is not None: bar.update(state['epoch'])
-    note = progress_note(desc, epochs, K)
-    if note is not None: note(state['epoch'], n_alive, resumed_from, force=True)
-    for epoch in range(state['epoch'], epochs):
-        if phase is not None: loss = phase(epoch) or loss
+    runs = RunSet(K, dev)
+    at = resume(ckpt, ident, model, opt, sched, runs); start = at['epoch']
+    watch = Progress(desc, epochs, K, progress, start, runs.n_alive)
+    for epoch in range(start, epochs):
+        for cb in callbacks: cb.epoch_start(epoch)
+        step_loss = loss.at(epoch)
         total, count = torch.zeros(K, device=dev), 0
         nonfinite = torch.zeros(K, dtype=torch.bool, device=dev)      # device-side: read every SYNC_EVERY steps
         for idx, x in train_batches(data, cfg.batch_size, cfg.seed, epoch):
-            if state['step'] >= steps or not n_alive: break
+            if at['step'] >= steps or not runs.n_alive: break
             if amp and x.ndim == 4: x = x.contiguous(memory_format=torch.channels_last)
             with _autocast(dev, amp): logits = forward(x)
-            raw = loss(logits.float(), y_train[:, idx], idx)
-            finite = torch.isfinite(raw)
-            nonfinite |= ~finite
-            losses = torch.where(alive & finite, raw, torch.zeros_like(raw))     # a stopped or non-finite run adds nothing
-            opt.zero_grad(set_to_none=True)
-            losses.sum().backward()
-            opt.step(); sched.step()
-            if frozen is not None: model.restore(frozen, dead)
-            state['step'] += 1
-            total += losses.detach() * len(idx); count += len(idx)
-            if state['step'] % SYNC_EVERY == 0:
-                check(nonfinite, epoch)
-                if note is not None: note(epoch + count / max(len(data.y_train), 1), n_alive, resumed_from)
-            if not n_alive: break
-        check(nonfinite, epoch)                       # before every evaluation: a run never evaluates past its divergence
-        if n_alive and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == epochs):
-            mets, te = evaluate_group(model, data, y_train, y_val, (total / max(count, 1)).tolist())
-            for k in alive.nonzero().flatten().tolist():
-                m = {'epoch': epoch + 1, 'step': state['step'], **mets[k]}
-                verdict = health(k, m, state['history'][k])
-                if verdict is None or (len(verdict) > 2 and verdict[2]):    # healthy, or a verdict that keeps its evaluation
-                    state['history'][k].append(finite_or_none(m)); state['test_logits'][k] = te[k].detach().to('cpu', copy=True)   # a copy: a view would keep the whole evaluation alive
-                if verdict is not None: stop([k], verdict[0], lambda _k: verdict[1], epoch + 1)
-        state['epoch'] = epoch + 1
-        if bar is not None: bar.update(1); bar.set_postfix(alive=n_alive)
-        if note is not None: note(epoch + 1, n_alive, resumed_from)
+            raw = step_loss(logits.float(), y_train[:, idx], idx)
+            finite = torch.isfinite(raw); nonfinite |= ~finite
+            losses = torch.where(runs.alive & finite, raw, torch.zeros_like(raw))     # a stopped or non-finite run adds nothing
+            opt.zero_grad(set_to_none=True); losses.sum().backward(); opt.step(); sched.step()
+            runs.hold(model)
+            at['step'] += 1; total += losses.detach() * len(idx); count += len(idx)
+            if at['step'] % SYNC_EVERY == 0:
+                runs.check_finite(nonfinite, epoch + 1, model); watch.step(epoch + count / max(len(data.y_train), 1), runs.n_alive)
+            if not runs.n_alive: break
+        runs.check_finite(nonfinite, epoch + 1, model)               # before every evaluation: a run never evaluates past its divergence
+        if runs.n_alive and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == epochs):
+            runs.evaluated(*evaluate_group(model, data, y_train, y_val, (total / max(count, 1)).tolist()), epoch + 1, at['step'], health, model)
+        at['epoch'] = epoch + 1
+        watch.epoch(at['epoch'], runs.n_alive)
         if ckpt is not None:
-            atomic_torch_save({'params': model.state_dict(), 'opt': opt.state_dict(), 'sched': sched.state_dict(),
-                               'state': state, 'alive': alive, 'frozen': frozen}, ckpt)
-        if not n_alive: break
-    if bar is not None: bar.close()
-    runs = [{'history': state['history'][k], 'status': state['status'][k], 'reason': state['reason'][k],
-             'stopped_at': state['stopped_at'][k], 'test_logits': state['test_logits'][k],
-             **summarise(state['history'][k], best_from[k] if best_from else 1)}
-            for k in range(K)]
-    return {'model': model, 'runs': runs, 'epochs': epochs, 'steps': state['step'], 'planned_steps': steps,
-            'resumed_from_epoch': resumed_from, 'device': str(dev)}
+            save_checkpoint(ckpt, {'format': CHECKPOINT_FORMAT, 'params': model.state_dict(), 'opt': opt.state_dict(), 'sched': sched.state_dict(),
+                                   'state': {**at, 'ident': ident}, 'runs': runs.state()})
+        if not runs.n_alive: break
+    watch.close()
+    return {'model': model, 'runs': runs.results(best_from), 'epochs': epochs, 'steps': at['step'], 'planned_steps': steps,
+            'resumed_from_epoch': start, 'device': str(dev)}

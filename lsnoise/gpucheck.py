@@ -37,14 +37,14 @@ def engine_throughput(model:str, K:int, data, batch:int, device, epochs:int=3, c
     cfg = _cfg(model, batch, epochs, str(device), compile=compile)
     models = [init_model(_cfg(model, batch, epochs, str(device), seed=s), data.input_shape, data.num_classes) for s in range(K)]
     marks = []
-    def phase(epoch):
-        if device.type == 'cuda': torch.cuda.synchronize()
-        marks.append(time.perf_counter())
-        return None
+    class EpochTimer:
+        def epoch_start(self, epoch):
+            if device.type == 'cuda': torch.cuda.synchronize()
+            marks.append(time.perf_counter())
     util = []
     if device.type == 'cuda': torch.cuda.reset_peak_memory_stats()
     y = data.y_train[None].expand(K, -1).contiguous(); yv = data.y_val[None].expand(K, -1).contiguous()
-    fit(cfg, data, models, y, yv, GroupLoss([RunLoss(M=np.eye(data.num_classes))] * K, data.num_classes, device), progress=False, phase=phase)
+    fit(cfg, data, models, y, yv, GroupLoss([RunLoss(M=np.eye(data.num_classes))] * K, data.num_classes, device), progress=False, callbacks=(EpochTimer(),))
     if device.type == 'cuda':
         try: util.append(torch.cuda.utilization())
         except Exception: pass
@@ -126,6 +126,8 @@ def run_check(dry:bool=False, # CPU, tiny shapes: only that every step runs
         print('gpucheck: no CUDA device on this machine: nothing to measure (run it on a GPU machine; --dry checks the script on the CPU)')
         return None
     dev = torch.device('cpu' if dry else 'cuda')
+    from lsnoise.core import process_defaults
+    process_defaults()                                       # the check owns its process: cuDNN's autotuner, as a sweep's worker has it
     say = lambda m: print(f'gpucheck: {m}', flush=True)
     t_start = time.time()
     size, n_train, batch, packs, ep = (8, 64, 16, (2,), 3) if dry else (32, 128 * 40, 128, (4, 8, 16), 4)

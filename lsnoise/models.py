@@ -9,9 +9,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['MODELS', 'MLP', 'SmallCNN', 'CifarResNet', 'default_model', 'build_model', 'count_parameters']
+__all__ = ['CNN_WIDTH', 'MODELS', 'MLP', 'SmallCNN', 'option_a', 'CifarResNet', 'default_model', 'build_model',
+           'count_parameters']
 
 # %% ../nbs/06_models.ipynb #a12d440c
+CNN_WIDTH = 32     # the small CNN's channels in its first convolution, unless a run sets `width`
+
 class MLP(nn.Module):
     "Fully connected ReLU network on flattened inputs."
     def __init__(self, in_features:int, num_classes:int, hidden=(128, 128)):
@@ -25,7 +28,7 @@ class MLP(nn.Module):
 
 class SmallCNN(nn.Module):
     "Two convolutions, a max-pool and two linear layers; 2-D for images (C, H, W), 1-D for sequences (C, T)."
-    def __init__(self, input_shape:tuple, num_classes:int, width:int=32, hidden:int=128):
+    def __init__(self, input_shape:tuple, num_classes:int, width:int=CNN_WIDTH, hidden:int=128):
         super().__init__()
         conv, pool = (nn.Conv2d, nn.MaxPool2d) if len(input_shape) == 3 else (nn.Conv1d, nn.MaxPool1d)
         k = 3 if len(input_shape) == 3 else 5
@@ -36,6 +39,17 @@ class SmallCNN(nn.Module):
         self.fc = nn.Linear(hidden, num_classes)
     def features(self, x): return self.body(x)
     def forward(self, x): return self.fc(self.features(x))
+
+# %% ../nbs/06_models.ipynb #0a0b0c01
+def option_a(x:torch.Tensor, # (B, runs x C, H, W) activations
+             stride:int, # spatial subsampling
+             pad:int, # channels added to each run's C
+             runs:int=1, # runs side by side in the channels (a packed group), each padded on its own
+            ) -> torch.Tensor:
+    "He et al.'s option-A shortcut: subsample, then zero-pad each run's channels (no parameters)."
+    sc = x[:, :, ::stride, ::stride]
+    B, _, H, W = sc.shape
+    return F.pad(sc.reshape(B, runs, -1, H, W), (0, 0, 0, 0, pad // 2, pad - pad // 2)).reshape(B, -1, H, W)
 
 # %% ../nbs/06_models.ipynb #5b16e1fb
 class _Block(nn.Module):
@@ -50,7 +64,7 @@ class _Block(nn.Module):
         out = self.b2(self.c2(out))
         sc = x
         if self.stride != 1 or self.pad:   # option A: subsample and zero-pad the channels
-            sc = F.pad(x[:, :, ::self.stride, ::self.stride], (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+            sc = option_a(x, self.stride, self.pad)
         return F.relu(out + sc)
 
 class CifarResNet(nn.Module):
@@ -81,7 +95,7 @@ def default_model(dataset:str) -> str:
 def build_model(name:str, # one of `MODELS`
                 input_shape:tuple, # shape of one input, e.g. (1, 8, 8) or (3, 32, 32)
                 num_classes:int, # L
-                width:int|None=None, # cnn only: channels of the first convolution (None: 32)
+                width:int|None=None, # cnn only: channels of the first convolution (None: `CNN_WIDTH`)
                ) -> nn.Module:
     "A freshly initialised model (initialisation uses torch's global generator: seed it first)."
     if name not in MODELS: raise ValueError(f"model must be one of {MODELS}, got {name!r}")
@@ -92,7 +106,7 @@ def build_model(name:str, # one of `MODELS`
         return MLP(d, num_classes)
     if name == 'cnn':
         if len(input_shape) not in (2, 3): raise ValueError(f"model 'cnn' needs inputs of shape (C, T) or (C, H, W), got {input_shape}")
-        return SmallCNN(tuple(input_shape), num_classes, width or 32)
+        return SmallCNN(tuple(input_shape), num_classes, width or CNN_WIDTH)
     if len(input_shape) != 3 or input_shape[1] < 8:
         raise ValueError(f"model {name!r} needs image inputs (C, H, W) such as CIFAR's (3, 32, 32), got {input_shape}")
     return CifarResNet(int(name[6:]), num_classes, input_shape[0])

@@ -4,15 +4,51 @@
 
 # %% ../nbs/07c_store.ipynb #7b0941b4
 from __future__ import annotations
-import json, os, re, socket, time
+import hashlib, json, os, re, socket, time
 from pathlib import Path
 import torch
 from .core import atomic_write_json, atomic_torch_save
 
 # %% auto #0
-__all__ = ['RUN_STATES', 'OWN_NAMES', 'OWN_TEMP', 'NAME_PATTERN', 'STALE_AFTER_S', 'run_status', 'finished_record',
-           'write_record', 'save_model', 'load_model', 'check_out', 'check_name', 'pid_alive', 'claim_owner',
-           'claim_is_stale', 'claim', 'heartbeat', 'release', 'journal', 'read_journal']
+__all__ = ['CHECKPOINT_NAMES', 'RUN_STATES', 'OWN_NAMES', 'OWN_TEMP', 'NAME_PATTERN', 'STALE_AFTER_S', 'checkpoint_path',
+           'save_checkpoint', 'drop_checkpoints', 'load_checkpoint', 'run_status', 'finished_record', 'write_record',
+           'save_model', 'load_model', 'check_out', 'check_name', 'pid_alive', 'claim_owner', 'claim_is_stale', 'claim',
+           'heartbeat', 'release', 'journal', 'read_journal']
+
+# %% ../nbs/07c_store.ipynb #e1f2a3c1
+CHECKPOINT_NAMES = ('checkpoint.pt', 'checkpoint-stage1.pt')       # the names a group of one uses in its run's folder
+
+def checkpoint_path(outs:list, # the group's run folders (None: nothing is written)
+                    ids:list, # the group's run ids
+                    kind:str='group', # 'group' (training runs) or 'students'
+                    stage:str='', # e.g. 'stage1': the first stage of an estimated T
+                   ) -> Path|None:
+    "The checkpoint file of a group (see above), or None when the group writes nothing."
+    if not outs or outs[0] is None: return None
+    suffix = f'-{stage}' if stage else ''
+    if len(ids) == 1 and kind == 'group': return Path(outs[0]) / f'checkpoint{suffix}.pt'
+    return Path(outs[0]).parent / f'.{kind}-{hashlib.sha256("".join(ids).encode()).hexdigest()[:12]}{suffix}.pt'
+
+# %% ../nbs/07c_store.ipynb #e1f2a3b5
+def save_checkpoint(path:str|Path, state:dict) -> Path:
+    "Write a checkpoint atomically: a kill leaves the previous one whole."
+    return atomic_torch_save(state, path)
+
+def drop_checkpoints(*paths) -> None:
+    "Delete the checkpoints `paths` (None and missing files are skipped): every record they served is written."
+    for p in paths:
+        if p is not None: Path(p).unlink(missing_ok=True)
+
+# %% ../nbs/07c_store.ipynb #e1f2a3c3
+def load_checkpoint(path:str|Path, # a checkpoint written by `engine.fit`
+                    device='cpu') -> dict:
+    "Read a checkpoint without running code from it (`weights_only=True`); a ValueError naming the file if it is not one."
+    import pickle
+    try: return torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as e:
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: not a checkpoint that lsnoise wrote, refused without running anything from it ({why[:160]}); "
+                         "delete it to train from the start") from None
 
 # %% ../nbs/07c_store.ipynb #909d781f
 RUN_STATES = ('done', 'failed', 'pending', 'corrupt')
@@ -48,7 +84,7 @@ def write_record(out:str|Path, record:dict) -> None:
     out = Path(out)
     atomic_write_json(out / 'metrics.json', record['metrics'])
     atomic_write_json(out / 'run.json', record['run'])
-    for name in ('checkpoint.pt', 'checkpoint-stage1.pt'): (out / name).unlink(missing_ok=True)
+    drop_checkpoints(*(out / name for name in CHECKPOINT_NAMES))
 
 def save_model(out:str|Path, state_dict:dict) -> Path:
     "Save a run's weights as out/model.pt, atomically (before its record: a record always has its weights)."
@@ -60,7 +96,7 @@ def load_model(out:str|Path, device='cpu') -> dict|None:
     return torch.load(p, map_location=device, weights_only=True) if p.exists() else None
 
 # %% ../nbs/07c_store.ipynb #c0a1b2d4
-OWN_NAMES = ('run.json', 'metrics.json', 'model.pt', 'checkpoint.pt', 'checkpoint-stage1.pt', 'notebook.ipynb', 'students.json', 'teacher')
+OWN_NAMES = ('run.json', 'metrics.json', 'model.pt', *CHECKPOINT_NAMES, 'notebook.ipynb', 'students.json', 'teacher')
 OWN_TEMP = r'\..+\.\d+\.tmp|.+\.pt\.tmp|.+\.tmp\.npy'       # the temporary names of atomic_write and atomic_torch_save
 
 def _foreign_entries(d:Path) -> list:

@@ -12,19 +12,20 @@ import yaml
 import pandas as pd
 import socket, threading
 from .core import atomic_write, atomic_write_json
-from .config import TrainConfig, DistillConfig, resolve, run_id, split_distill, student_id, schema, check_type
+from .config import TrainConfig, DistillConfig, DISTILL_UNIT_FIELDS, MAX_GROUP, resolve, run_id, split_distill, student_id, schema, check_type
+from .data import TRAIN_SIZES
 from .store import run_status, check_name, claim, release, heartbeat, claim_owner, claim_is_stale, journal
 from .results import collect_runs, write_results, results_meta
 from .nbexec import execute_notebook
 from .engine import PROGRESS_FILE_ENV
 
 # %% auto #0
-__all__ = ['GRID_KEYS', 'RESERVED', 'REPLICATION_SEEDS', 'MALLOC_ENV', 'PROGRESS_EVERY_S', 'TRAIN_SIZES', 'ASSUMED_IMAGES_PER_S',
-           'MODEL_COST', 'GridError', 'Grid', 'template_parameters', 'check_folder', 'grid_root', 'load_grid',
+__all__ = ['GRID_KEYS', 'RESERVED', 'REPLICATION_SEEDS', 'MALLOC_ENV', 'PROGRESS_EVERY_S', 'ASSUMED_IMAGES_PER_S', 'MODEL_COST',
+           'GridError', 'Grid', 'template_parameters', 'template_kind', 'check_folder', 'grid_root', 'load_grid',
            'run_key', 'teacher_key', 'Unit', 'latest_gpucheck', 'grid_results_dir', 'choose_pack', 'plan',
            'execute_unit', 'run_notebook', 'unit_threads', 'SweepInterrupted', 'unit_progress', 'run_pool',
-           'claim_path', 'needs_work', 'run_claimed', 'held_elsewhere', 'grid_cost', 'throughput_table', 'cost_text',
-           'grid_status', 'check_devices', 'sweep', 'unit_cost', 'sweep_grids', 'collect', 'cheapest_unit',
+           'claim_path', 'needs_work', 'run_claimed', 'held_elsewhere', 'run_steps', 'grid_cost', 'throughput_table',
+           'cost_text', 'grid_status', 'check_devices', 'sweep', 'unit_cost', 'sweep_grids', 'collect', 'cheapest_unit',
            'retrain_unit']
 
 # %% ../nbs/11_sweep.ipynb #d6960426
@@ -43,6 +44,7 @@ class Grid:
     spec: dict
     runs: list            # one dict of template parameters per run
     defaults: dict = field(default_factory=dict)   # the template's own parameter values (read once)
+    kind: str = 'train'   # what the template runs: 'train' or 'distill' (see `template_kind`)
 
 def template_parameters(template:str|Path) -> dict:
     "name -> (default, type name, help) of the template's `parameters` cell (as papermill reads it; without papermill, read the same way)."
@@ -65,6 +67,15 @@ def template_parameters(template:str|Path) -> dict:
         if isinstance(node, ast.AnnAssign):
             out[node.target.id] = (ast.literal_eval(node.value), ast.unparse(node.annotation).strip("'\""), help_.strip())
     return out
+
+def template_kind(template:Path, params:dict) -> str:
+    "'distill' if the template declares every field of `DistillConfig`, 'train' if every field of `TrainConfig`; else a GridError."
+    names = set(params)
+    if {f.name for f in dataclasses.fields(DistillConfig)} <= names: return 'distill'
+    if {f.name for f in dataclasses.fields(TrainConfig)} <= names: return 'train'
+    missing = sorted({f.name for f in dataclasses.fields(TrainConfig)} - names)
+    raise GridError(f"template {template}: declares neither the training nor the distillation parameters (missing {', '.join(missing[:4])}"
+                    f"{' ...' if len(missing) > 4 else ''}); start from nbs/experiments/train_noisy.ipynb or distill_noisy.ipynb")
 
 def _check_value(path, where, value, default, typ):
     ok = {'bool': lambda v: isinstance(v, bool), 'int': lambda v: isinstance(v, int) and not isinstance(v, bool),
@@ -115,8 +126,8 @@ def load_grid(path:str|Path, # the grid file
     template = (path.parent / spec['template']).resolve()
     if not template.exists(): raise GridError(f"{path}: template: file not found: {spec['template']} (looked at {template})")
     params = template_parameters(template)
-    cls = {'train_noisy': TrainConfig, 'distill_noisy': DistillConfig}.get(template.stem)
-    known = {p.name: p for p in schema(cls)} if cls else {}
+    kind = template_kind(template, params)
+    known = {p.name: p for p in schema(DistillConfig if kind == 'distill' else TrainConfig)}
     try: name = check_name(str(spec['name']) if spec.get('name') is not None else path.stem)
     except ValueError as e: raise GridError(f"{path}: name: {e}") from None
     if 'grid' not in spec and 'cases' not in spec: raise GridError(f"{path}: grid: missing: the grid is empty (no runs)")
@@ -144,8 +155,7 @@ def load_grid(path:str|Path, # the grid file
             key = json.dumps(r, sort_keys=True)
             if key not in seen: seen.add(key); runs.append(r)
     if not runs: raise GridError(f"{path}: grid: the grid is empty (no runs)")
-    g = Grid(path, name, template, spec, runs,
-             {k: v[0] for k, v in params.items() if k not in RESERVED})
+    g = Grid(path, name, template, spec, runs, {k: v[0] for k, v in params.items() if k not in RESERVED}, kind)
     for i, r in enumerate(runs):
         noise = str({**g.defaults, **r}.get('noise', ''))
         if noise.startswith('file:') and not Path(noise[5:]).expanduser().is_absolute():
@@ -155,21 +165,15 @@ def load_grid(path:str|Path, # the grid file
     return g
 
 # %% ../nbs/11_sweep.ipynb #f8277bc0
-def _kind(grid:Grid) -> str:
-    return {'train_noisy': 'train', 'distill_noisy': 'distill'}.get(grid.template.stem, 'generic')
-
-
 def run_key(grid:Grid, params:dict) -> str:
     "The id of the run `params` of `grid` (validates the config)."
-    kind = _kind(grid)
+    kind = grid.kind
     full = {**grid.defaults, **params}
     if kind == 'train':
         names = {f.name for f in dataclasses.fields(TrainConfig)}
         return run_id(resolve({k: v for k, v in full.items() if k in names}))
-    if kind == 'distill':
-        names = {f.name for f in dataclasses.fields(DistillConfig)}
-        return student_id(*split_distill({k: v for k, v in full.items() if k in names}))
-    return hashlib.sha256(json.dumps(full, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    names = {f.name for f in dataclasses.fields(DistillConfig)}
+    return student_id(*split_distill({k: v for k, v in full.items() if k in names}))
 
 def teacher_key(grid:Grid, params:dict) -> str:
     "The id of a distillation run's teacher."
@@ -206,10 +210,10 @@ def choose_pack(grid:Grid, results_dir:str|Path|None=None) -> int:
     best = ((latest[0].get('projection') or {}).get('best_pack') or {}) if latest else {}
     return max(1, min(cap, max(best.values()))) if best else 1
 
-def plan(grid:Grid, runs_dir:str|Path='runs', max_group:int=64, max_pack:int|None=None) -> list:
+def plan(grid:Grid, runs_dir:str|Path='runs', max_group:int=MAX_GROUP, max_pack:int|None=None) -> list:
     "The units of work of a grid, each with its runs' ids and folders."
     root = Path(runs_dir) / grid.name
-    kind = _kind(grid)
+    kind = grid.kind
     defaults = grid.defaults
     items = []
     for p in grid.runs:
@@ -224,15 +228,13 @@ def plan(grid:Grid, runs_dir:str|Path='runs', max_group:int=64, max_pack:int|Non
         groups = group_configs(cfgs, max_size=max_group, max_pack=choose_pack(grid) if max_pack is None else max_pack)
         gpu = lambda g: cfgs[g[0]].model.startswith('resnet')
         units = [([items[i] for i in g], gpu(g)) for g in groups]
-    elif kind == 'distill':
-        share = ('dataset', 'model', 'width', 'noise', 'rho', 'seed', 'recipe', 'epochs', 'steps', 'batch_size', 'lr', 'device', 'data_root')
+    else:                                          # distillation: the students of one noisy data set, their teachers trained first
         by = {}
         for it in items:
             full = {**defaults, **it['params']}
-            by.setdefault(tuple(full.get(k) for k in share), []).append(it)
+            by.setdefault(tuple(full.get(k) for k in DISTILL_UNIT_FIELDS), []).append(it)
         units = [(g, str({**defaults, **g[0]['params']}.get('model', '')).startswith('resnet') or
                   str({**defaults, **g[0]['params']}.get('dataset', '')).startswith('cifar')) for g in by.values()]
-    else: units = [([it], False) for it in items]
     return [Unit(hashlib.sha256(''.join(i['run_id'] for i in g).encode()).hexdigest()[:12], g, gpu) for g, gpu in units]
 
 # %% ../nbs/11_sweep.ipynb #0733ba82
@@ -463,22 +465,24 @@ def _write_files(root:Path, files:dict):
         atomic_write(root / rel, lambda t: t.write_bytes(files[rel]))
 
 # %% ../nbs/11_sweep.ipynb #eeeefc34
-TRAIN_SIZES = {'digits': 1_297, 'mnist1d': 4_000, 'mnist1d-large': 16_000, 'cifar10': 50_000, 'cifar100': 50_000}
 ASSUMED_IMAGES_PER_S = {'resnet20': 6_000, 'resnet32': 4_000, 'resnet56': 2_500}   # per run, one run per GPU: an assumption, not a measurement
+
+def run_steps(grid:Grid, item:dict) -> tuple:
+    "(resolved config, optimiser steps, trainings) of one planned run: a T estimation trains twice (the data set sizes: `data.TRAIN_SIZES`)."
+    from lsnoise.engine import epochs_and_steps
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    c = resolve({k: v for k, v in {**grid.defaults, **item['params']}.items() if k in names})
+    _, steps = epochs_and_steps(c, int(round(TRAIN_SIZES[c.dataset] * (1 - c.val_fraction))))
+    return c, steps, 2 if (c.method in ('fc', 'bc') and c.T_source == 'estimated') else 1
 
 def grid_cost(grid:Grid, units:list|None=None) -> dict:
     "Trainings, optimiser steps and images (per model) of a grid's units (default: all of them)."
-    from lsnoise.engine import epochs_and_steps
     units = plan(grid) if units is None else units
     out = {'trainings': 0, 'steps': 0, 'images': {}, 'gpu': any(u.gpu for u in units)}
-    seen_teachers, names = set(), {f.name for f in dataclasses.fields(TrainConfig)}
+    seen_teachers = set()
     for u in units:
         for it in u.runs:
-            p = {**grid.defaults, **it['params']}
-            c = resolve({k: v for k, v in p.items() if k in names})
-            n_train = int(round(TRAIN_SIZES[c.dataset] * (1 - c.val_fraction)))
-            _, steps = epochs_and_steps(c, n_train)
-            n = 2 if (c.method in ('fc', 'bc') and c.T_source == 'estimated') else 1
+            c, steps, n = run_steps(grid, it)
             if 'teacher_dir' in it and it['teacher_dir'] not in seen_teachers: seen_teachers.add(it['teacher_dir']); n += 1
             out['trainings'] += n; out['steps'] += n * steps
             out['images'][c.model] = out['images'].get(c.model, 0) + n * steps * c.batch_size
@@ -541,7 +545,7 @@ def sweep(grid_path:str|Path, # the grid file
           dry_run:bool=False, # only print the plan
           retry_failed:bool=False, # rerun units that have failed runs
           runs_dir:str|Path='runs', # where run folders go
-          max_group:int=64, # largest group of batched runs in one unit
+          max_group:int=MAX_GROUP, # largest group of batched runs in one unit
           echo:bool=True, # print progress lines
          ) -> dict:
     "Run every unfinished run of a grid; return the final {state: [run ids]}."
@@ -629,21 +633,22 @@ def sweep(grid_path:str|Path, # the grid file
     return status
 
 # %% ../nbs/11_sweep.ipynb #08a3d7a6
-MODEL_COST = {'mlp': 1.0, 'cnn': 8.0}        # relative cost per run and epoch (measured on digits and MNIST-1D), for ordering units only
+MODEL_COST = {'mlp': 1.0, 'cnn': 2.7}        # relative cost per run and optimiser step, for ordering units only (an epoch of the CNN
+                                             # on MNIST-1D, 57 steps, costs about eight of the MLP on digits, 19 steps)
 
 def unit_cost(grid:Grid, unit:Unit) -> float:
-    "An estimate of a unit's work, for ordering: trainings (a T estimation twice, each shared teacher once) x epochs x model factor."
+    "An estimate of a unit's work, for ordering: trainings (a T estimation twice, each shared teacher once) x optimiser steps x model factor."
     total = 0.0
     for it in unit.runs:
-        p = {**grid.defaults, **it['params']}
-        total += (2 if p.get('T_source') == 'estimated' else 1) * (p.get('epochs') or 60) * MODEL_COST.get(p.get('model') or 'mlp', 10.0)
+        c, steps, n = run_steps(grid, it)
+        total += n * steps * MODEL_COST.get(c.model, 10.0)
     teachers = {it['teacher_dir'] for it in unit.runs if 'teacher_dir' in it}
     return total * (1 + len(teachers) / len(unit.runs)) if teachers else total
 
 def sweep_grids(grid_paths:list, # grid files, run together
                 workers:int=1, # parallel units
                 runs_dir:str|Path='runs', # where run folders go
-                max_group:int=64, # largest group of batched runs in one unit
+                max_group:int=MAX_GROUP, # largest group of batched runs in one unit
                 echo:bool=True, # print progress lines
                ) -> dict:
     "Run every unfinished run of several grids in one local pool, the most expensive units first; return {grid name: status}."
@@ -730,12 +735,11 @@ def retrain_unit(grid:Grid, unit:Unit, runs_dir:str|Path,
     return collect_runs(Path(runs_dir) / grid.name, [it['run_id'] for it in unit.runs], grid.name)[0]
 
 def _train_unit(grid, specs, outs):
-    if _kind(grid) == 'train':
+    if grid.kind == 'train':
         from lsnoise.train import train_group
         names = {f.name for f in dataclasses.fields(TrainConfig)}
         train_group([resolve({k: v for k, v in s.items() if k in names}) for s in specs], outs, progress=False)
-    elif _kind(grid) == 'distill':
+    else:
         from lsnoise.distill import distill_group
         names = {f.name for f in dataclasses.fields(DistillConfig)}
         distill_group([DistillConfig(**{k: v for k, v in s.items() if k in names}) for s in specs], outs, [s['teacher_dir'] for s in specs], progress=False)
-    else: raise GridError(f"{grid.path}: template {grid.template.name}: only the training and distillation templates can be retrained in process")

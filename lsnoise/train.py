@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_train.ipynb #7ffe4ebf
 from __future__ import annotations
-import dataclasses, hashlib, time
+import dataclasses, time
 from dataclasses import asdict
 from pathlib import Path
 import numpy as np
@@ -14,38 +14,32 @@ from .noise import transition_matrix, check_transition
 from .smearing import ls_matrix, bc_matrix
 from .data import NoisyData, make_noisy_data, is_synthetic
 from .metrics import reliability_bins
-from .config import TrainConfig, resolve, run_id
+from .config import TrainConfig, GROUP_FIELDS, MAX_GROUP, resolve, run_id
 from .engine import RunLoss, GroupLoss, fit, init_model, summarise
-from .store import finished_record, write_record, save_model, check_out
+from .store import finished_record, write_record, save_model, check_out, checkpoint_path, drop_checkpoints
 
 # %% auto #0
-__all__ = ['GROUP_FIELDS', 'STACKABLE_MODELS', 'group_key', 'group_configs', 'true_T', 'method_T', 'run_loss', 'warmup_phase',
-           'estimate_T', 'make_record', 'train_group', 'predict', 'train']
+__all__ = ['group_key', 'group_configs', 'true_T', 'method_T', 'run_loss', 'WarmupLoss', 'estimate_T', 'make_record',
+           'train_group', 'predict', 'train']
 
 # %% ../nbs/08_train.ipynb #35e99385
-GROUP_FIELDS = ('dataset', 'model', 'width', 'seed', 'recipe', 'epochs', 'steps', 'batch_size', 'lr', 'momentum', 'nesterov', 'weight_decay',
-                'milestones', 'val_fraction', 'device', 'amp', 'compile', 'eval_every', 'data_root')
-STACKABLE_MODELS = ('mlp', 'cnn', 'resnet20', 'resnet32', 'resnet56')   # the ResNets pack (engine.PackedResNet), up to max_pack
-
-def group_key(cfg:TrainConfig|dict) -> tuple|None:
-    "The key that runs trained together must share, or None if the run trains alone."
+def group_key(cfg:TrainConfig|dict) -> tuple:
+    "The key that runs trained together must share (`config.GROUP_FIELDS`, and whether T is estimated)."
     c = resolve(cfg)
-    if c.model not in STACKABLE_MODELS: return None
     return tuple(getattr(c, f) for f in GROUP_FIELDS) + (('estimated',) if _estimated(c) else ())
 
 def _estimated(c) -> bool: return c.method in ('fc', 'bc') and c.T_source == 'estimated'
 
-def group_configs(cfgs:list, max_size:int=64, max_pack:int=1) -> list:
+def group_configs(cfgs:list, max_size:int=MAX_GROUP, max_pack:int=1) -> list:
     "Partition configs into lists of indices that can train together (at most `max_size` each, `max_pack` for ResNets; a group split into equal parts)."
     groups, order = {}, []
     for i, c in enumerate(cfgs):
         k = group_key(c)
-        k = ('single', i) if k is None else k
         if k not in groups: groups[k] = []; order.append(k)
         groups[k].append(i)
     out = []
     for k in order:                  # the fewest parts of at most max_size, of equal size (72 -> 36 + 36, not 64 + 8)
-        cap = max_pack if (k[0] != 'single' and k[GROUP_FIELDS.index('model')].startswith('resnet')) else max_size
+        cap = max_pack if k[GROUP_FIELDS.index('model')].startswith('resnet') else max_size
         g = groups[k]; n = -(-len(g) // cap); size = -(-len(g) // n)
         out += [g[s:s + size] for s in range(0, len(g), size)]
     return out
@@ -72,18 +66,17 @@ def run_loss(cfg:TrainConfig, num_classes:int, T=None, noise_info:dict|None=None
     T = method_T(cfg, num_classes, noise_info=noise_info) if T is None else T
     return RunLoss(M=bc_matrix(T), clip=cfg.clip) if cfg.method == 'bc' else RunLoss(T=T, clip=cfg.clip)
 
-def warmup_phase(cfgs:list, # the group's resolved configs
-                 losses:list, # their `RunLoss`es
-                 num_classes:int, device):
-    "(phase, best_from) for `engine.fit`: run k trains with plain CE for its first `warmup_epochs`, then with its own loss."
-    ws = [c.warmup_epochs for c in cfgs]
-    if not any(ws): return None, None
-    ce, cache = RunLoss(M=np.eye(num_classes)), {}
-    def phase(epoch):
-        key = tuple(epoch < w for w in ws)
-        if key not in cache: cache[key] = GroupLoss([ce if warm else r for warm, r in zip(key, losses)], num_classes, device)
-        return cache[key]
-    return phase, [w + 1 for w in ws]
+class WarmupLoss:
+    "The loss schedule of a group with warm-ups: run k minimises plain CE for its first `warmup_epochs`, then its own loss."
+    def __init__(self, cfgs:list, losses:list, num_classes:int, device):
+        self.ws, self.losses, self.L, self.device, self.cache = [c.warmup_epochs for c in cfgs], losses, num_classes, device, {}
+        self.best_from = [w + 1 for w in self.ws]                # a run's best epoch is one of its own method's
+    def at(self, epoch:int) -> GroupLoss:
+        key = tuple(epoch < w for w in self.ws)
+        if key not in self.cache:
+            ce = RunLoss(M=np.eye(self.L))                           # the warm-up is never clipped
+            self.cache[key] = GroupLoss([ce if warm else r for warm, r in zip(key, self.losses)], self.L, self.device)
+        return self.cache[key]
 
 # %% ../nbs/08_train.ipynb #36be48d0
 def estimate_T(probs:torch.Tensor|np.ndarray, # (N, L) noisy-class probabilities of a CE-trained model
@@ -185,11 +178,12 @@ def _fit_and_record(cfgs, rids, outs, datas, Ts, losses, errors, progress, check
     ok = [k for k in range(len(cfgs)) if errors[k] is None]
     res, ckpt = None, None
     if ok:
-        ckpt = checkpoint or _group_ckpt([outs[k] for k in ok], [rids[k] for k in ok])
-        phase, best_from = warmup_phase([cfgs[k] for k in ok], [losses[k] for k in ok], L, d0.device)
+        ckpt = checkpoint or checkpoint_path([outs[k] for k in ok], [rids[k] for k in ok])
+        gc, gl = [cfgs[k] for k in ok], [losses[k] for k in ok]
+        loss = WarmupLoss(gc, gl, L, d0.device) if any(c.warmup_epochs for c in gc) else GroupLoss(gl, L, d0.device)
         res = fit(cfgs[ok[0]], d0, [init_model(cfgs[k], d0.input_shape, L) for k in ok], torch.stack([datas[k].y_train for k in ok]),
-                  torch.stack([datas[k].y_val for k in ok]), GroupLoss([losses[k] for k in ok], L, d0.device), ckpt=ckpt,
-                  ident=[rids[k] for k in ok], progress=progress, desc=desc, phase=phase, best_from=best_from)
+                  torch.stack([datas[k].y_val for k in ok]), loss, ckpt=ckpt, ident=[rids[k] for k in ok], progress=progress, desc=desc,
+                  best_from=loss.best_from if isinstance(loss, WarmupLoss) else None)
     wall = time.time() - t0
     records = []
     for k, c in enumerate(cfgs):
@@ -199,10 +193,9 @@ def _fit_and_record(cfgs, rids, outs, datas, Ts, losses, errors, progress, check
                           {'epochs': res['epochs'] if res else 0, 'steps': res['steps'] if res else 0}, res['device'] if res else d0.device,
                           wall / max(len(ok), 1), Ts[k], errors[k], execution, resumed_from_epoch=res['resumed_from_epoch'] if res else 0,
                           y_test=d0.y_test, **(extras[k] if extras else {}))
-        records.append(_finish(rec, outs[k], res['model'].module(pos) if (pos is not None and (keep_models or save_models)) else None,
+        records.append(_finish(rec, outs[k], res['model'].run(pos) if (pos is not None and (keep_models or save_models)) else None,
                                keep_models, save_models))
-    for f in (ckpt, *done_ckpts):
-        if f is not None: Path(f).unlink(missing_ok=True)      # every record is written: the checkpoints have served
+    drop_checkpoints(ckpt, *done_ckpts)                       # every record is written: the checkpoints have served
     return records
 
 def _finish(rec, out, model, keep_models, save_models):
@@ -222,29 +215,23 @@ def predict(model:torch.nn.Module, data:NoisyData, x:torch.Tensor, batch_size:in
     model.train(was)
     return torch.cat(out) if out else torch.zeros(0, data.num_classes, device=x.device)
 
-def _group_ckpt(outs, rids, suffix=''):
-    "The checkpoint file of a group: the run's own folder for one run, else a hidden file beside the first run's folder."
-    if outs[0] is None: return None
-    if len(rids) == 1: return outs[0] / f'checkpoint{suffix}.pt'
-    return outs[0].parent / f'.group-{hashlib.sha256("".join(rids).encode()).hexdigest()[:12]}{suffix}.pt'
-
 def _train_estimated(cfgs, rids, outs, progress, datas, checkpoint, keep_models, save_models, t0):
     "T_source='estimated' for K runs: CE first as one group (stage 1), each run's T from its CE model, then the methods as one group."
     d0, L, K = datas[0], datas[0].num_classes, len(cfgs)
     stage1 = [dataclasses.replace(c, method='ce', alpha=0.0, T_source='alpha') for c in cfgs]
     y, yv = torch.stack([d.y_train for d in datas]), torch.stack([d.y_val for d in datas])
     r1 = fit(stage1[0], d0, [init_model(c, d0.input_shape, L) for c in stage1], y, yv, GroupLoss([run_loss(c, L) for c in stage1], L, d0.device),
-             ckpt=_group_ckpt(outs, rids, '-stage1'), ident=[*rids, 'stage1'], progress=progress, desc=f'stage 1: CE for T ({K} run(s))')
+             ckpt=checkpoint_path(outs, rids, stage='stage1'), ident=[*rids, 'stage1'], progress=progress, desc=f'stage 1: CE for T ({K} run(s))')
     Ts, extras, errors, losses = [], [], [None] * K, [None] * K
     for k, (c, d) in enumerate(zip(cfgs, datas)):
-        T = estimate_T(torch.softmax(predict(r1['model'].module(k), d, d.x_train), 1), c.estimate_percentile)
+        T = estimate_T(torch.softmax(predict(r1['model'].run(k), d, d.x_train), 1), c.estimate_percentile)
         Ts.append(T)
         extras.append({'T_estimated': T.tolist(), 'stage1': {key: r1['runs'][k][key] for key in ('final', 'best', 'best_epoch')},
                        'T_estimation_error': float(np.abs(T - true_T(c, L, d.noise)).sum(1).max())})
         try: losses[k] = run_loss(c, L, T)
         except ValueError as e: errors[k] = str(e)             # a singular estimate fails that run only
     return _fit_and_record(cfgs, rids, outs, datas, Ts, losses, errors, progress, checkpoint, keep_models, save_models, t0,
-                           f'{cfgs[0].method} with estimated T ({K} run(s))', extras, done_ckpts=(_group_ckpt(outs, rids, '-stage1'),))
+                           f'{cfgs[0].method} with estimated T ({K} run(s))', extras, done_ckpts=(checkpoint_path(outs, rids, stage='stage1'),))
 
 def train(cfg:TrainConfig|dict, # the run's config (resolved here)
           out:str|Path|None=None, # directory for run.json, metrics.json and the checkpoint (None: nothing written)
