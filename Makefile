@@ -34,10 +34,9 @@ lock:
 	  { sed -n '/^#/p' $(LOCK); "$$d/venv/bin/python" -m pip freeze --exclude-editable; } > "$$d/lock" && mv "$$d/lock" $(LOCK) && rm -rf "$$d"
 	@echo "wrote $(LOCK): commit it with the results that \`make reproduce\` makes with it"
 
-# the figure and report notebooks (20-27, 30, 30a) are executed by tests/test_reproduce.py, which checks them against the
-# committed figures and report, and by the docs build: nbdev_test leaves them out rather than execute them a third time
+# every notebook is executed once: the library notebooks and templates by tests/test_notebooks.py (the docs build's
+# cached copies, which the site tests then reuse), the narrative ones (theory, figures, report) by tests/test_reproduce.py
 test: $(STAMP)
-	$(BIN)/nbdev_test --skip_file_re '^([_.]|2[0-9]_fig_|30[a-z]?_)'
 	$(BIN)/python -m pytest
 
 # what the docs tests need besides Python: a headless Chromium (Debian's package, with apt-get; sudo when not root)

@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
+from lsnoise.cli import REPRODUCE_NOTEBOOKS
 from lsnoise.docs import DocsBuildError, build_site, page_name, site_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +36,7 @@ def missing(what):
 def site(tmp_path_factory):
     "The whole site, built strictly with MathJax served locally (no CDN)."
     out = tmp_path_factory.mktemp('docs') / '_site'
-    try: summary = build_site(ROOT, out, mathjax='local', install_mathjax=False)
+    try: summary = build_site(ROOT, out, mathjax='local', install_mathjax=False, committed=REPRODUCE_NOTEBOOKS)
     except DocsBuildError as e:
         if 'mathjax: not installed' in str(e): missing('MathJax (in _build/mathjax)')
         raise
