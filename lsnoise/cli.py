@@ -10,8 +10,8 @@ from .nbexec import execute_notebook
 
 # %% auto #0
 __all__ = ['REPRODUCE_GRIDS', 'FOLLOWUP_GRIDS', 'REPRODUCE_NOTEBOOKS', 'REPORT_NOTEBOOKS', 'PENULTIMATE', 'render_readme',
-           'keep_outputs', 'update_headline', 'environment_note', 'check_repository', 'reproduce', 'add_config_args',
-           'build_parser', 'main']
+           'check_repository', 'keep_outputs', 'update_headline', 'environment_note', 'train_and_collect', 'draw',
+           'reproduce', 'add_config_args', 'build_parser', 'main']
 
 # %% ../nbs/12_cli.ipynb #58af3945
 def render_readme(nb_path:str|Path='nbs/index.ipynb', # the index notebook
@@ -45,6 +45,7 @@ def _cmd_readme(args):
     out.write_text(text, encoding='utf-8'); print(f"wrote {out}")
     return 0
 
+# %% ../nbs/12_cli.ipynb #c1a00004
 #: The main job: the CPU grids it runs and collects, then the notebooks it executes (figures and report), in order.
 REPRODUCE_GRIDS = ('experiments/cpu-default.yaml', 'experiments/cpu-default-distill.yaml', 'experiments/cpu-default-estimated.yaml',
                    'experiments/cpu-mnist1d.yaml', 'experiments/cpu-mnist1d-distill.yaml', 'experiments/cpu-mnist1d-estimated.yaml')
@@ -58,6 +59,14 @@ REPORT_NOTEBOOKS = ('30_reproduction', '30a_fig_forest')
 # the penultimate-layer tables: file -> the training grid whose data set, model and recipe the two models share
 PENULTIMATE = {'cpu-default-penultimate.csv': 'experiments/cpu-default.yaml', 'cpu-mnist1d-penultimate.csv': 'experiments/cpu-mnist1d.yaml'}
 
+def check_repository(root:str|Path) -> Path:
+    "`root` if it holds what the main job runs (the grids of `REPRODUCE_GRIDS`, the report notebook); else a one-line ValueError."
+    root = Path(root)
+    missing = [p for p in (*REPRODUCE_GRIDS, 'nbs/30_reproduction.ipynb') if not (root / p).is_file()]
+    if missing: raise ValueError(f"root {root}: not a checkout of lsnoise (no {', '.join(missing[:2])}{' ...' if len(missing) > 2 else ''})")
+    return root
+
+# %% ../nbs/12_cli.ipynb #c1a00007
 def keep_outputs(executed:str|Path, # a notebook executed by `reproduce`
                  dst:str|Path, # the source notebook in nbs/, rewritten with the outputs
                 ) -> None:
@@ -83,6 +92,7 @@ def update_headline(root:str|Path='.') -> None:
     write_nb(nb, nb_path)
     (root / 'README.md').write_text(render_readme(nb_path), encoding='utf-8')
 
+# %% ../nbs/12_cli.ipynb #c1a00010
 def _execute_kept(nb:str, dst:str, cwd:str) -> tuple:
     "Execute one narrative notebook and keep its outputs in nbs/ (a worker of `reproduce`); (name, seconds)."
     import time
@@ -102,13 +112,40 @@ def environment_note(results:str|Path) -> str|None:
     return (f"note: the committed results were made with another environment ({'; '.join(diff)}): numbers will move at round-off level, "
             f"and verdicts near their thresholds may move with them (the lock file pins the versions: make reproduce)") if diff else None
 
-def check_repository(root:str|Path) -> Path:
-    "`root` if it holds what the main job runs (the grids of `REPRODUCE_GRIDS`, the report notebook); else a one-line ValueError."
-    root = Path(root)
-    missing = [p for p in (*REPRODUCE_GRIDS, 'nbs/30_reproduction.ipynb') if not (root / p).is_file()]
-    if missing: raise ValueError(f"root {root}: not a checkout of lsnoise (no {', '.join(missing[:2])}{' ...' if len(missing) > 2 else ''})")
-    return root
+# %% ../nbs/12_cli.ipynb #c1a00013
+def train_and_collect(root:Path, workers:int, followup:bool=False, replication:bool=False) -> bool:
+    "Run the main job's grids (and the follow-up's) in one pool, collect them, add the penultimate tables; whether anything trained."
+    from lsnoise.sweep import sweep_grids, collect, load_grid, grid_status
+    grids = [load_grid(root / g, replication=replication) for g in REPRODUCE_GRIDS + (FOLLOWUP_GRIDS if followup else ())]
+    trained = any(grid_status(g, root / 'runs')['pending'] for g in grids)
+    sweep_grids(grids, workers=workers, runs_dir=root / 'runs')   # one pool: no idle tail per grid
+    for g in grids: collect(g, root / 'runs', root / 'results')
+    for name, g in PENULTIMATE.items():
+        pen = root / 'results' / name
+        if pen.exists(): continue
+        print(f'penultimate-layer projections (two models) for {name} ...', flush=True)
+        from lsnoise.representations import penultimate_table
+        from lsnoise.core import atomic_write
+        base = load_grid(root / g).spec['base']
+        table = penultimate_table(**{k: base[k] for k in ('dataset', 'model', 'width', 'epochs', 'noise', 'recipe', 'device') if k in base})
+        atomic_write(pen, lambda t: table.to_csv(t, index=False, float_format='%.6g'))
+    return trained
 
+def draw(root:Path, out:Path, workers:int) -> list:
+    "Execute the narrative notebooks (figures in parallel, then the report) and keep their outputs in nbs/; the names executed."
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing as mp
+    nbs = root / 'nbs'
+    todo = [n for n in REPRODUCE_NOTEBOOKS if (nbs / f'{n}.ipynb').exists()]
+    figures, report = [n for n in todo if n not in REPORT_NOTEBOOKS], [n for n in todo if n in REPORT_NOTEBOOKS]
+    args = lambda n: (str(nbs / f'{n}.ipynb'), str(out / f'{n}.ipynb'), str(nbs))
+    said = lambda i, name, s: print(f"[{i}/{len(todo)}] {name} done in {s:.1f} s", flush=True)
+    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=mp.get_context('spawn')) as ex:   # the figures do not read each other
+        for i, f in enumerate([ex.submit(_execute_kept, *args(n)) for n in figures], 1): said(i, *f.result())
+    for i, n in enumerate(report, len(figures) + 1): said(i, *_execute_kept(*args(n)))
+    return todo
+
+# %% ../nbs/12_cli.ipynb #c1a00014
 def reproduce(root:str|Path='.', # repository root
               out:str|Path='runs/reproduce', # where the executed notebooks go (relative to root)
               workers:int=2, # parallel units of the sweeps (and notebooks executed at once)
@@ -118,11 +155,9 @@ def reproduce(root:str|Path='.', # repository root
              ) -> list:
     "The main job: run and collect the CPU grids, then execute the figure and report notebooks (kept with their outputs in nbs/); print the wall time."
     import time
-    from concurrent.futures import ProcessPoolExecutor
-    import multiprocessing as mp
     try: import papermill
     except ImportError: raise SystemExit("lsnoise reproduce needs papermill: pip install -e '.[dev]' (or run `make reproduce`)")
-    root = Path(root).resolve(); nbs = root / 'nbs'; out = root / out; results = root / 'results'
+    root = Path(root).resolve(); out = root / out; results = root / 'results'
     check_repository(root)
     note = environment_note(results)
     if note: print(note, flush=True)
@@ -130,32 +165,8 @@ def reproduce(root:str|Path='.', # repository root
     t0 = time.time()
     meta = results / ('cpu-default-replication.meta.json' if replication else 'cpu-default.meta.json')
     old_wall = json.loads(meta.read_text()).get('reproduction_wall_s') if meta.exists() else None   # collect rewrites the meta
-    trained = False
-    if sweeps:
-        from lsnoise.sweep import sweep_grids, collect, load_grid, grid_status
-        grids = [load_grid(root / g, replication=replication) for g in REPRODUCE_GRIDS + (FOLLOWUP_GRIDS if followup else ())]
-        trained = any(grid_status(g, root / 'runs')['pending'] for g in grids)
-        sweep_grids(grids, workers=workers, runs_dir=root / 'runs')   # one pool: no idle tail per grid
-        for g in grids: collect(g, root / 'runs', results)
-        for name, g in PENULTIMATE.items():
-            pen = results / name
-            if pen.exists(): continue
-            print(f'penultimate-layer projections (two models) for {name} ...', flush=True)
-            from lsnoise.representations import penultimate_table
-            from lsnoise.core import atomic_write
-            base = load_grid(root / g).spec['base']
-            table = penultimate_table(**{k: base[k] for k in ('dataset', 'model', 'width', 'epochs', 'noise', 'recipe', 'device') if k in base})
-            atomic_write(pen, lambda t: table.to_csv(t, index=False, float_format='%.6g'))
-    todo = [n for n in REPRODUCE_NOTEBOOKS if (nbs / f'{n}.ipynb').exists()]
-    figures, report = [n for n in todo if n not in REPORT_NOTEBOOKS], [n for n in todo if n in REPORT_NOTEBOOKS]
-    args = lambda n: (str(nbs / f'{n}.ipynb'), str(out / f'{n}.ipynb'), str(nbs))
-    done = 0
-    def said(name, s):
-        nonlocal done
-        done += 1; print(f"[{done}/{len(todo)}] {name} done in {s:.1f} s", flush=True)
-    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=mp.get_context('spawn')) as ex:   # the figures do not read each other
-        for f in [ex.submit(_execute_kept, *args(n)) for n in figures]: said(*f.result())
-    for n in report: said(*_execute_kept(*args(n)))
+    trained = train_and_collect(root, workers, followup, replication) if sweeps else False
+    todo = draw(root, out, workers)
     update_headline(root)
     wall = time.time() - t0
     if sweeps and meta.exists():   # the wall time of a reproduction that trained, and of the last one that only re-drew
@@ -175,6 +186,7 @@ def _cmd_reproduce(args):
     except (GridError, ValueError) as e: print(f"lsnoise reproduce: error: {e}", file=sys.stderr); return 2
     return 0
 
+# %% ../nbs/12_cli.ipynb #c1a00017
 def _flag_type(p):
     "argparse type of a schema parameter: its base type, `recipe` for None where allowed, its allowed values checked."
     def conv(text):
@@ -205,6 +217,7 @@ def add_config_args(parser, cls,
             parser.add_argument(flag, dest=p.name, type=_flag_type(p), metavar=metavar, help=help_,
                                 **({'required': True} if p.name in required else {'default': p.default}))
 
+# %% ../nbs/12_cli.ipynb #c1a00020
 def _summary(rec):
     run, m = rec['run'], rec['metrics']
     line = f"{run['run_id']}: {run['status']}" + (' (reused: the folder already held this run\'s finished record, nothing was trained)' if rec.get('reused') else '')
@@ -228,6 +241,7 @@ def _run_config(args, cls, fn):
     if args.out: print(f"records in {args.out}")
     return 0 if rec['run']['status'] in ('done', 'diverged') else 1
 
+# %% ../nbs/12_cli.ipynb #c1a00021
 def _cmd_train(args):
     from lsnoise.config import TrainConfig
     from lsnoise.train import train
@@ -238,6 +252,7 @@ def _cmd_distill(args):
     from lsnoise.distill import distill
     return _run_config(args, DistillConfig, distill)
 
+# %% ../nbs/12_cli.ipynb #c1a00023
 def _grid_call(fn):
     def run(args):
         from lsnoise.sweep import SweepInterrupted
@@ -254,6 +269,7 @@ def _cmd_sweep(args):
     left = set(st['pending']) | set(st['corrupt'])
     return 0 if args.dry_run or not (st['failed'] or left - set(st.get('elsewhere', []))) else 1
 
+# %% ../nbs/12_cli.ipynb #c1a00024
 @_grid_call
 def _cmd_status(args):
     from lsnoise.sweep import load_grid, grid_status, grid_root
@@ -275,6 +291,7 @@ def _cmd_collect(args):
     df, rep = collect(args.grid, args.runs_dir, args.results_dir, force=args.force)
     return 0 if rep['done'] else 1
 
+# %% ../nbs/12_cli.ipynb #c1a00026
 def _cmd_noise_export(args):
     from lsnoise.data import export_noisy_labels
     from lsnoise.data import DatasetNotFound
@@ -294,6 +311,7 @@ def _cmd_docs(args):
         print(f"lsnoise docs: {e}", file=sys.stderr); return 1
     return 0
 
+# %% ../nbs/12_cli.ipynb #c1a00027
 def _workers(text:str) -> int:
     "argparse type of --workers: an integer at least 1."
     try: n = int(text)
@@ -301,10 +319,9 @@ def _workers(text:str) -> int:
     if n < 1: raise argparse.ArgumentTypeError(f"workers must be an integer at least 1, got {text!r}")
     return n
 
-def build_parser() -> argparse.ArgumentParser:
-    "The argument parser of the `lsnoise` command."
-    p = argparse.ArgumentParser(prog='lsnoise', description='Does label smoothing mitigate label noise? Library, experiments and benchmarks.')
-    sub = p.add_subparsers(dest='command', metavar='COMMAND')
+# %% ../nbs/12_cli.ipynb #c1a00029
+def _run_commands(sub):
+    "bench, train and distill: what trains or measures in this process."
     b = sub.add_parser('bench', help='measure the speed ratios (loss overhead, vectorised noise) side by side')
     b.add_argument('--quick', action='store_true', help='fewer rounds and shorter loops (about a minute)')
     b.add_argument('--json', metavar='FILE', help='also write the results as JSON to FILE')
@@ -319,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument('--no-progress', action='store_true', help='no progress bar (also off when $CI is set)')
         t.add_argument('--force', action='store_true', help="write into --out even if it holds other files or another run's record (they are left or replaced, never deleted)")
         t.set_defaults(func=fn)
+
+def _grid_commands(sub):
+    "sweep, status and collect: what works on a grid file."
     sw = sub.add_parser('sweep', help='run every unfinished run of a grid file')
     sw.add_argument('grid', help='grid file (YAML), e.g. experiments/smoke.yaml')
     sw.add_argument('--workers', type=_workers, default=1, help='parallel units on this machine (local backend)')
@@ -335,6 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument('grid'); co.add_argument('--runs-dir', default='runs'); co.add_argument('--results-dir', default='results')
     co.add_argument('--force', action='store_true', help='replace a results table that holds more runs than are finished now')
     co.set_defaults(func=_cmd_collect)
+
+# %% ../nbs/12_cli.ipynb #c1a00030
+def _tool_commands(sub):
+    "noise export, reproduce, docs and readme."
+    from lsnoise.config import TrainConfig
     nz = sub.add_parser('noise', help='noise files: export the exact noisy training labels of a noise draw')
     nsub = nz.add_subparsers(dest='noise_command', metavar='ACTION', required=True)
     ex = nsub.add_parser('export', help='write the noisy training labels as .npy plus a JSON sidecar (train on them with --noise file:PATH)')
@@ -363,8 +388,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--check', action='store_true', help='only check that README.md is up to date (exit 1 if not)')
     r.add_argument('--root', default='.', help='repository root (default: the current directory)')
     r.set_defaults(func=_cmd_readme)
+
+def build_parser() -> argparse.ArgumentParser:
+    "The argument parser of the `lsnoise` command."
+    p = argparse.ArgumentParser(prog='lsnoise', description='Does label smoothing mitigate label noise? Library, experiments and benchmarks.')
+    sub = p.add_subparsers(dest='command', metavar='COMMAND')
+    _run_commands(sub); _grid_commands(sub); _tool_commands(sub)
     return p
 
+# %% ../nbs/12_cli.ipynb #c1a00031
 def main(argv:list|None=None) -> int:
     "Run the `lsnoise` command line with `argv` (default: `sys.argv[1:]`)."
     p = build_parser()
