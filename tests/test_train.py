@@ -16,6 +16,16 @@ METRICS = ['test/acc', 'test/nll', 'test/ece', 'test/mean_max_prob', 'test/logit
 def cli(*args, **kw):
     return subprocess.run([LSNOISE, *args], capture_output=True, text=True, timeout=600, env={**os.environ, 'CI': 'true'}, **kw)
 
+def in_process(*args):
+    "(exit status, stderr) of `lsnoise ARGS` run in this process: the same code as the command, without starting one."
+    import contextlib
+    from lsnoise.cli import main
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try: rc = main(list(args))
+        except SystemExit as e: rc = e.code
+    return rc, err.getvalue()
+
 def test_cli_train_digits_writes_a_full_record(tmp_path):
     r = cli('train', '--dataset', 'digits', '--noise', 'uniform', '--rho', '0.4', '--method', 'ls', '--alpha', '0.4',
             '--seed', '0', '--device', 'cpu', '--out', str(tmp_path))
@@ -42,8 +52,9 @@ def test_cli_bad_input_is_one_line(tmp_path):
                       (['--epochs', '3', '--steps', '10'], 'set epochs or steps, not both'),
                       (['--method', 'nls'], "method must be one of ce, ls, fc, bc; got 'nls'"),
                       (['--device', 'gpu'], "device must be auto, cpu, cuda, cuda:N or mps; got 'gpu'")]:
-        r = cli('train', *args, '--out', str(tmp_path / 'x'))
-        assert r.returncode == 2 and msg in r.stderr and 'Traceback' not in r.stderr, (args, r.stderr)
+        rc, err = in_process('train', *args, '--out', str(tmp_path / 'x'))
+        assert rc == 2 and msg in err.strip().splitlines()[-1] and 'Traceback' not in err, (args, err)   # the last line says it (argparse prints its usage first)
+    assert not (tmp_path / 'x').exists()                                  # nothing was written
 
 def test_same_seed_identical_records(tmp_path):
     cfg = TrainConfig(rho=0.2, method='fc', alpha=0.2, epochs=8, device='cpu')
