@@ -65,7 +65,7 @@ def split_title_cell(md:str):
     return lines[0][2:].strip(), ' '.join(desc) or None, '\n'.join(lines[i:]).strip('\n')
 
 def process_notebook(src:str, threads:int=0,
-                     execute:bool=True, # False: keep the outputs committed with the notebook
+                     execute:bool=True, # False: keep the outputs committed with the notebook (only its API entries are made)
                     ) -> dict:
     "Run nbdev's docs processors on notebook `src`, executing all of it (or keeping its committed outputs); return the processed notebook as a dict."
     from fastcore.xtras import working_directory
@@ -93,9 +93,13 @@ def process_notebook(src:str, threads:int=0,
             except Exception:
                 raise RuntimeError(f"{src.name}: a cell failed while executing for the docs:\n{k.prettytb(fname=src)}") from None
 
-    procs = [p for p in FilterDefaults().procs() if p is not exec_show_docs]
-    if execute: procs.insert(procs.index(add_show_docs) + 1, execute_all)
-    with working_directory(src.parent):
+    procs = FilterDefaults().procs()                 # with the committed outputs: nbdev's own step runs the exports and show_doc cells
+    if execute:
+        procs = [p for p in procs if p is not exec_show_docs]
+        procs.insert(procs.index(add_show_docs) + 1, execute_all)
+    import warnings
+    with working_directory(src.parent), warnings.catch_warnings():
+        if not execute: warnings.filterwarnings('ignore', message='Found cells containing imports')   # nbdev's note on narrative notebooks
         nb = read_nb(src)
         NBProcessor(nb=nb, procs=procs).process()
     d = nb2dict(nb)

@@ -5,7 +5,7 @@
 # %% ../nbs/08_train.ipynb #7ffe4ebf
 from __future__ import annotations
 import dataclasses, time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 import numpy as np
 import torch
@@ -19,8 +19,8 @@ from .engine import RunLoss, GroupLoss, fit, init_model, summarise
 from .store import finished_record, write_record, save_model, check_out, checkpoint_path, drop_checkpoints
 
 # %% auto #0
-__all__ = ['group_key', 'group_configs', 'true_T', 'method_T', 'run_loss', 'WarmupLoss', 'estimate_T', 'make_record',
-           'train_group', 'predict', 'train']
+__all__ = ['group_key', 'group_configs', 'true_T', 'method_T', 'run_loss', 'WarmupLoss', 'estimate_T', 'make_record', 'Group',
+           'Keep', 'train_group', 'predict', 'train']
 
 # %% ../nbs/08_train.ipynb #35e99385
 def group_key(cfg:TrainConfig|dict) -> tuple:
@@ -112,6 +112,32 @@ def make_record(cfg:TrainConfig, rid:str, noise:dict, result:dict|None, schedule
     return {'run': run, 'metrics': metrics}
 
 # %% ../nbs/08_train.ipynb #f78e1187
+@dataclass
+class Group:
+    "The K runs of one training, side by side; `errors[k]` says why run k cannot train (None: it can)."
+    cfgs: list
+    rids: list
+    outs: list                     # run folders (None: nothing written)
+    datas: list                    # each run's NoisyData (runs of one (noise, rho) share one)
+    Ts: list                       # the T each run's method uses (None for ce and ls)
+    losses: list                   # each run's RunLoss
+    errors: list
+    extras: list|None = None       # per run, what its record adds (an estimated T and its stage 1)
+
+    @property
+    def ok(self) -> list: return [k for k in range(len(self.cfgs)) if self.errors[k] is None]
+    @property
+    def L(self) -> int: return self.datas[0].num_classes
+
+@dataclass
+class Keep:
+    "What a training keeps besides its records: the progress bar, the checkpoint file, the models in memory or on disk."
+    progress: bool|None = None
+    checkpoint: str|Path|None = None   # default: `store.checkpoint_path` of the group
+    models: bool = False                # each record's 'model' (an ordinary nn.Module)
+    save_models: bool = False           # out/model.pt, before the record
+
+# %% ../nbs/08_train.ipynb #f78e0003
 def _data_for(cfgs, dev, data=None):
     "The data of each config: one `NoisyData` per (noise, rho), shared inputs."
     cache = {}
@@ -122,12 +148,12 @@ def _data_for(cfgs, dev, data=None):
     return [cache[(c.noise, c.rho)] for c in cfgs]
 
 def _check_group(cfgs):
+    "A ValueError naming the fields in which `cfgs` differ, unless they share `group_key`."
     keys = {group_key(c) for c in cfgs}
-    if len(cfgs) > 1 and None in keys:
-        raise ValueError("cfgs contains a run that cannot train in a group (a batch-norm model): train it alone")
     if len(keys) > 1: raise ValueError(f"cfgs must share {GROUP_FIELDS}; these differ: "
                                        + str(sorted({f for f, *v in zip(GROUP_FIELDS, *keys) if len(set(v)) > 1})))
 
+# %% ../nbs/08_train.ipynb #f78e0005
 def train_group(cfgs:list, # configs sharing `group_key` (TrainConfig or dicts)
                 outs:list|None=None, # one output directory per config (None: nothing written)
                 progress:bool|None=None, # progress bar (None: on unless $CI or LSNOISE_PROGRESS=0)
@@ -151,52 +177,73 @@ def train_group(cfgs:list, # configs sharing `group_key` (TrainConfig or dicts)
         if r is not None: r['reused'] = True
     todo = [i for i, r in enumerate(records) if r is None]
     if todo:
-        for i, rec in zip(todo, _train_todo([cfgs[i] for i in todo], [rids[i] for i in todo], [outs[i] for i in todo],
-                                            progress, data, checkpoint, keep_models, save_models)):
-            records[i] = rec
+        new = _train_todo([cfgs[i] for i in todo], [rids[i] for i in todo], [outs[i] for i in todo], data, Keep(progress, checkpoint, keep_models, save_models))
+        for i, rec in zip(todo, new): records[i] = rec
     return records
 
-def _train_todo(cfgs, rids, outs, progress, data, checkpoint, keep_models, save_models):
+# %% ../nbs/08_train.ipynb #f78e0007
+def _train_todo(cfgs, rids, outs, data, keep:Keep) -> list:
+    "Load the data, build what each run minimises (estimating T first where asked), train the group, write the records."
     t0 = time.time()
-    c0 = cfgs[0]
-    dev = get_device(c0.device)                      # the hardware is checked here, when the runs start
-    datas = _data_for(cfgs, dev, data)
-    L = datas[0].num_classes
-    if _estimated(c0): return _train_estimated(cfgs, rids, outs, progress, datas, checkpoint, keep_models, save_models, t0)
-    errors, losses, Ts = [None] * len(cfgs), [None] * len(cfgs), [None] * len(cfgs)
+    datas = _data_for(cfgs, get_device(cfgs[0].device), data)       # the hardware is checked here, when the runs start
+    if _estimated(cfgs[0]):
+        g = _estimate_stage(cfgs, rids, outs, datas, keep.progress)
+        return _fit_and_record(g, keep, t0, f'{cfgs[0].method} with estimated T ({len(cfgs)} run(s))', (checkpoint_path(outs, rids, stage='stage1'),))
+    g = Group(cfgs, rids, outs, datas, [None] * len(cfgs), [None] * len(cfgs), [None] * len(cfgs))
     for k, c in enumerate(cfgs):                     # a singular T fails that run only, before training
-        try: Ts[k] = method_T(c, L, noise_info=datas[k].noise); losses[k] = run_loss(c, L, Ts[k])
-        except ValueError as e: errors[k] = str(e)
-    n_ok = errors.count(None)
-    return _fit_and_record(cfgs, rids, outs, datas, Ts, losses, errors, progress, checkpoint, keep_models, save_models, t0,
-                           c0.method if n_ok == 1 else f'group of {n_ok}')
+        try: g.Ts[k] = method_T(c, g.L, noise_info=datas[k].noise); g.losses[k] = run_loss(c, g.L, g.Ts[k])
+        except ValueError as e: g.errors[k] = str(e)
+    return _fit_and_record(g, keep, t0, cfgs[0].method if len(g.ok) == 1 else f'group of {len(g.ok)}')
 
-def _fit_and_record(cfgs, rids, outs, datas, Ts, losses, errors, progress, checkpoint, keep_models, save_models, t0, desc,
-                    extras=None, done_ckpts=()):
-    "Train the runs without an error (`errors[k] is None`) as one group, then write every run's record (and weights) in order."
-    d0, L = datas[0], datas[0].num_classes
-    ok = [k for k in range(len(cfgs)) if errors[k] is None]
-    res, ckpt = None, None
+def _estimate_stage(cfgs, rids, outs, datas, progress) -> Group:
+    "T_source='estimated': CE for the K runs as one group (stage 1), then each run's T from its CE model, and its loss."
+    d0, L, K = datas[0], datas[0].num_classes, len(cfgs)
+    stage1 = [dataclasses.replace(c, method='ce', alpha=0.0, T_source='alpha') for c in cfgs]
+    y, yv = torch.stack([d.y_train for d in datas]), torch.stack([d.y_val for d in datas])
+    r1 = fit(stage1[0], d0, [init_model(c, d0.input_shape, L) for c in stage1], y, yv, GroupLoss([run_loss(c, L) for c in stage1], L, d0.device),
+             ckpt=checkpoint_path(outs, rids, stage='stage1'), ident=[*rids, 'stage1'], progress=progress, desc=f'stage 1: CE for T ({K} run(s))')
+    g = Group(cfgs, rids, outs, datas, [], [None] * K, [None] * K, [])
+    for k, (c, d) in enumerate(zip(cfgs, datas)):
+        T = estimate_T(torch.softmax(predict(r1['model'].run(k), d, d.x_train), 1), c.estimate_percentile)
+        g.Ts.append(T)
+        g.extras.append({'T_estimated': T.tolist(), 'stage1': {key: r1['runs'][k][key] for key in ('final', 'best', 'best_epoch')},
+                         'T_estimation_error': float(np.abs(T - true_T(c, L, d.noise)).sum(1).max())})
+        try: g.losses[k] = run_loss(c, L, T)
+        except ValueError as e: g.errors[k] = str(e)             # a singular estimate fails that run only
+    return g
+
+# %% ../nbs/08_train.ipynb #f78e0008
+def _fit_and_record(g:Group, keep:Keep, t0:float, desc:str, done_ckpts:tuple=()) -> list:
+    "Train the runs of `g` that can train as one group, then write every run's record (and weights) in order."
+    ok, res, ckpt = g.ok, None, None
     if ok:
-        ckpt = checkpoint or checkpoint_path([outs[k] for k in ok], [rids[k] for k in ok])
-        gc, gl = [cfgs[k] for k in ok], [losses[k] for k in ok]
-        loss = WarmupLoss(gc, gl, L, d0.device) if any(c.warmup_epochs for c in gc) else GroupLoss(gl, L, d0.device)
-        res = fit(cfgs[ok[0]], d0, [init_model(cfgs[k], d0.input_shape, L) for k in ok], torch.stack([datas[k].y_train for k in ok]),
-                  torch.stack([datas[k].y_val for k in ok]), loss, ckpt=ckpt, ident=[rids[k] for k in ok], progress=progress, desc=desc,
-                  best_from=loss.best_from if isinstance(loss, WarmupLoss) else None)
+        ckpt = keep.checkpoint or checkpoint_path([g.outs[k] for k in ok], [g.rids[k] for k in ok])
+        res = _fit(g, ok, ckpt, keep.progress, desc)
     wall = time.time() - t0
-    records = []
-    for k, c in enumerate(cfgs):
-        pos = ok.index(k) if k in ok else None
-        execution = {'group_size': len(ok), 'position': pos, 'run_ids': [rids[j] for j in ok], 'group_wall_s': wall} if pos is not None else None
-        rec = make_record(c, rids[k], datas[k].noise, res['runs'][pos] if pos is not None else None,
-                          {'epochs': res['epochs'] if res else 0, 'steps': res['steps'] if res else 0}, res['device'] if res else d0.device,
-                          wall / max(len(ok), 1), Ts[k], errors[k], execution, resumed_from_epoch=res['resumed_from_epoch'] if res else 0,
-                          y_test=d0.y_test, **(extras[k] if extras else {}))
-        records.append(_finish(rec, outs[k], res['model'].run(pos) if (pos is not None and (keep_models or save_models)) else None,
-                               keep_models, save_models))
+    records = [_record(g, k, res, wall, keep) for k in range(len(g.cfgs))]
     drop_checkpoints(ckpt, *done_ckpts)                       # every record is written: the checkpoints have served
     return records
+
+def _fit(g:Group, ok:list, ckpt, progress, desc:str) -> dict:
+    "`engine.fit` of the runs `ok` of `g`, with their warm-ups if any."
+    d0, L = g.datas[0], g.L
+    gc, gl = [g.cfgs[k] for k in ok], [g.losses[k] for k in ok]
+    loss = WarmupLoss(gc, gl, L, d0.device) if any(c.warmup_epochs for c in gc) else GroupLoss(gl, L, d0.device)
+    return fit(gc[0], d0, [init_model(c, d0.input_shape, L) for c in gc], torch.stack([g.datas[k].y_train for k in ok]),
+               torch.stack([g.datas[k].y_val for k in ok]), loss, ckpt=ckpt, ident=[g.rids[k] for k in ok], progress=progress, desc=desc,
+               best_from=loss.best_from if isinstance(loss, WarmupLoss) else None)
+
+# %% ../nbs/08_train.ipynb #f78e0009
+def _record(g:Group, k:int, res:dict|None, wall:float, keep:Keep) -> dict:
+    "Run k's record, written (after its weights, if kept) to its folder."
+    ok = g.ok; pos = ok.index(k) if k in ok else None
+    execution = {'group_size': len(ok), 'position': pos, 'run_ids': [g.rids[j] for j in ok], 'group_wall_s': wall} if pos is not None else None
+    rec = make_record(g.cfgs[k], g.rids[k], g.datas[k].noise, res['runs'][pos] if pos is not None else None,
+                      {'epochs': res['epochs'] if res else 0, 'steps': res['steps'] if res else 0}, res['device'] if res else g.datas[0].device,
+                      wall / max(len(ok), 1), g.Ts[k], g.errors[k], execution, resumed_from_epoch=res['resumed_from_epoch'] if res else 0,
+                      y_test=g.datas[0].y_test, **(g.extras[k] if g.extras else {}))
+    model = res['model'].run(pos) if (pos is not None and (keep.models or keep.save_models)) else None
+    return _finish(rec, g.outs[k], model, keep.models, keep.save_models)
 
 def _finish(rec, out, model, keep_models, save_models):
     "Write a run's weights (if asked) and then its record, in that order; attach the model if asked."
@@ -206,6 +253,7 @@ def _finish(rec, out, model, keep_models, save_models):
     if keep_models: rec['model'] = model
     return rec
 
+# %% ../nbs/08_train.ipynb #f78e0010
 @torch.no_grad()
 def predict(model:torch.nn.Module, data:NoisyData, x:torch.Tensor, batch_size:int=2048) -> torch.Tensor:
     "Float32 logits of an ordinary model on inputs `x` (evaluation mode, no augmentation, no autocast)."
@@ -214,24 +262,6 @@ def predict(model:torch.nn.Module, data:NoisyData, x:torch.Tensor, batch_size:in
     out = [model(xb).float() for xb in eval_batches(data, x, batch_size)]
     model.train(was)
     return torch.cat(out) if out else torch.zeros(0, data.num_classes, device=x.device)
-
-def _train_estimated(cfgs, rids, outs, progress, datas, checkpoint, keep_models, save_models, t0):
-    "T_source='estimated' for K runs: CE first as one group (stage 1), each run's T from its CE model, then the methods as one group."
-    d0, L, K = datas[0], datas[0].num_classes, len(cfgs)
-    stage1 = [dataclasses.replace(c, method='ce', alpha=0.0, T_source='alpha') for c in cfgs]
-    y, yv = torch.stack([d.y_train for d in datas]), torch.stack([d.y_val for d in datas])
-    r1 = fit(stage1[0], d0, [init_model(c, d0.input_shape, L) for c in stage1], y, yv, GroupLoss([run_loss(c, L) for c in stage1], L, d0.device),
-             ckpt=checkpoint_path(outs, rids, stage='stage1'), ident=[*rids, 'stage1'], progress=progress, desc=f'stage 1: CE for T ({K} run(s))')
-    Ts, extras, errors, losses = [], [], [None] * K, [None] * K
-    for k, (c, d) in enumerate(zip(cfgs, datas)):
-        T = estimate_T(torch.softmax(predict(r1['model'].run(k), d, d.x_train), 1), c.estimate_percentile)
-        Ts.append(T)
-        extras.append({'T_estimated': T.tolist(), 'stage1': {key: r1['runs'][k][key] for key in ('final', 'best', 'best_epoch')},
-                       'T_estimation_error': float(np.abs(T - true_T(c, L, d.noise)).sum(1).max())})
-        try: losses[k] = run_loss(c, L, T)
-        except ValueError as e: errors[k] = str(e)             # a singular estimate fails that run only
-    return _fit_and_record(cfgs, rids, outs, datas, Ts, losses, errors, progress, checkpoint, keep_models, save_models, t0,
-                           f'{cfgs[0].method} with estimated T ({K} run(s))', extras, done_ckpts=(checkpoint_path(outs, rids, stage='stage1'),))
 
 def train(cfg:TrainConfig|dict, # the run's config (resolved here)
           out:str|Path|None=None, # directory for run.json, metrics.json and the checkpoint (None: nothing written)

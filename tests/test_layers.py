@@ -5,7 +5,8 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / 'lsnoise'
 #: The layers, lowest first; a module may import only modules of its own layer or below.
-LAYERS = [('core',), ('noise', 'smearing', 'losses', 'metrics', 'theory', 'labels', 'data', 'models'), ('config',), ('engine',), ('store',),
+#: The store sits below the engine: the engine asks it for its checkpoints (names, writing, reading, deleting).
+LAYERS = [('core',), ('noise', 'smearing', 'losses', 'metrics', 'theory', 'labels', 'data', 'models', 'layouts'), ('config',), ('store',), ('engine',),
           ('train', 'distill', 'representations'), ('nbexec',), ('results', 'evidence', 'sweep'), ('cli', 'bench', 'docs', 'gpucheck')]
 TOOLS = ('bench', 'docs', 'gpucheck')          # tools on top: nothing in the runtime imports them (the cli only dispatches to them)
 

@@ -16,6 +16,16 @@ ENV = {**os.environ, 'CI': 'true', 'RAY_USAGE_STATS_ENABLED': '0'}
 def cli(*args, cwd=None, timeout=900):
     return subprocess.run([LSNOISE, *args], capture_output=True, text=True, timeout=timeout, env=ENV, cwd=cwd)
 
+def in_process(*args):
+    "(exit status, stdout, stderr) of `lsnoise ARGS` run in this process: the same code as the command, without starting one."
+    import contextlib, io
+    from lsnoise.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try: rc = main([str(a) for a in args])
+        except SystemExit as e: rc = e.code
+    return subprocess.CompletedProcess(args, rc, out.getvalue(), err.getvalue())
+
 def write_grid(path, root, **spec):
     spec.setdefault('template', str(root / 'nbs' / 'experiments' / 'train_noisy.ipynb'))
     import yaml
@@ -148,7 +158,7 @@ def test_a_failing_run_is_recorded_and_retried(root, tmp_path):
 def test_bad_grid_is_one_line_before_anything_runs(root, tmp_path, spec, msg):
     grid = write_grid(tmp_path / 'bad.yaml', root, **spec)
     for extra in ((), ('--dry-run',)):
-        r = cli('sweep', str(grid), '--runs-dir', str(tmp_path / 'runs'), *extra)
+        r = in_process('sweep', str(grid), '--runs-dir', str(tmp_path / 'runs'), *extra)
         assert r.returncode == 2, r.stdout + r.stderr
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and str(grid) in lines[0] and msg in lines[0], r.stderr
@@ -157,19 +167,19 @@ def test_bad_grid_is_one_line_before_anything_runs(root, tmp_path, spec, msg):
 def test_empty_grid(root, tmp_path):
     grid = tmp_path / 'empty.yaml'
     grid.write_text(f"template: {root / 'nbs' / 'experiments' / 'train_noisy.ipynb'}\ncases: []\n")
-    r = cli('sweep', str(grid), '--runs-dir', str(tmp_path / 'runs'))
+    r = in_process('sweep', str(grid), '--runs-dir', str(tmp_path / 'runs'))
     assert r.returncode == 2 and 'the grid is empty' in r.stderr
     grid.write_text(f"template: {root / 'nbs' / 'experiments' / 'train_noisy.ipynb'}\nbase: {{rho: 0.1}}\n")
-    r = cli('sweep', str(grid), '--runs-dir', str(tmp_path / 'runs'))
+    r = in_process('sweep', str(grid), '--runs-dir', str(tmp_path / 'runs'))
     assert r.returncode == 2 and 'grid: missing: the grid is empty' in r.stderr
     assert not (tmp_path / 'runs').exists()
 
 def test_a_cuda_grid_plans_and_reports_on_any_machine(root, tmp_path):
     "resolve() is pure: a grid that says device: cuda is planned, counted and dry-run on a machine without CUDA."
     grid = str(root / 'experiments' / 'paper-cifar10.yaml')
-    r = cli('status', grid, '--runs-dir', str(tmp_path / 'runs'))
+    r = in_process('status', grid, '--runs-dir', str(tmp_path / 'runs'))
     assert r.returncode == 0 and 'paper-cifar10: 160 runs: done 0, failed 0, pending 160' in r.stdout, r.stdout + r.stderr
-    r = cli('sweep', grid, '--dry-run', '--runs-dir', str(tmp_path / 'runs'))
+    r = in_process('sweep', grid, '--dry-run', '--runs-dir', str(tmp_path / 'runs'))
     assert r.returncode == 0 and 'to run: 160 runs in 160 units' in r.stdout, r.stdout + r.stderr
 
 def test_a_corrupt_record_is_reported_and_trained_again(root, tmp_path):
