@@ -11,7 +11,7 @@ from .nbexec import execute_notebook
 # %% auto #0
 __all__ = ['REPRODUCE_GRIDS', 'FOLLOWUP_GRIDS', 'REPRODUCE_NOTEBOOKS', 'REPORT_NOTEBOOKS', 'PENULTIMATE', 'render_readme',
            'check_repository', 'keep_outputs', 'update_headline', 'environment_note', 'train_and_collect', 'draw',
-           'reproduce', 'add_config_args', 'build_parser', 'main']
+           'reproduce', 'add_config_args', 'build_parser', 'main', 'capture_main']
 
 # %% ../nbs/12_cli.ipynb #58af3945
 def render_readme(nb_path:str|Path='nbs/index.ipynb', # the index notebook
@@ -410,3 +410,13 @@ def main(argv:list|None=None) -> int:
         try: os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         except (OSError, ValueError): pass
         return 141
+
+# %% ../nbs/12_cli.ipynb #c1a00033
+def capture_main(*argv) -> tuple:
+    "(exit status, stdout, stderr) of `lsnoise ARGV` run in this process."
+    import contextlib, io
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try: rc = main([str(a) for a in argv])
+        except SystemExit as e: rc = e.code                       # argparse: usage line and one error line
+    return rc, out.getvalue(), err.getvalue()

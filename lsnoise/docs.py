@@ -448,8 +448,9 @@ def execute_notebooks(root:Path, # the repository (settings.ini, lsnoise/, resul
         todo.append((p, key, cache, run))
     say(f"[docs] {len(notebooks)} notebooks: {len(executed)} cached, {sum(t[3] for t in todo)} to execute ({workers} at a time), "
         f"{sum(not t[3] for t in todo)} with their committed outputs")
-    keep = lambda name, key, cache, d: (atomic_write(cache, lambda t: t.write_text(json.dumps({'key': key, 'nb': d}), encoding='utf-8')),
-                                        executed.__setitem__(name, d))
+    def keep(name, key, cache, d):                                      # into the cache, and into the answer
+        atomic_write(cache, lambda t: t.write_text(json.dumps({'key': key, 'nb': d}), encoding='utf-8'))
+        executed[name] = d
     for p, key, cache, run in todo:                                     # committed outputs: processed here, nothing runs
         if not run: keep(rel(p), key, cache, process_notebook(str(p), execute=False))
     runs, failures = [t for t in todo if t[3]], []

@@ -22,11 +22,11 @@ from .engine import PROGRESS_FILE_ENV
 # %% auto #0
 __all__ = ['GRID_KEYS', 'RESERVED', 'REPLICATION_SEEDS', 'MALLOC_ENV', 'PROGRESS_EVERY_S', 'ASSUMED_IMAGES_PER_S', 'MODEL_COST',
            'GridError', 'Grid', 'template_parameters', 'template_kind', 'check_folder', 'grid_root', 'load_grid',
-           'run_key', 'teacher_key', 'Unit', 'latest_gpucheck', 'grid_results_dir', 'choose_pack', 'plan',
-           'execute_unit', 'run_notebook', 'unit_threads', 'SweepInterrupted', 'unit_progress', 'run_pool',
-           'claim_path', 'needs_work', 'run_claimed', 'held_elsewhere', 'run_steps', 'grid_cost', 'throughput_table',
-           'cost_text', 'grid_status', 'check_devices', 'sweep', 'unit_cost', 'sweep_grids', 'collect', 'cheapest_unit',
-           'retrain_unit']
+           'grid_config', 'grid_distill', 'run_key', 'teacher_key', 'Unit', 'latest_gpucheck', 'grid_results_dir',
+           'choose_pack', 'plan', 'execute_unit', 'run_notebook', 'unit_threads', 'SweepInterrupted', 'unit_progress',
+           'run_pool', 'claim_path', 'needs_work', 'run_claimed', 'held_elsewhere', 'run_steps', 'grid_cost',
+           'throughput_table', 'cost_text', 'grid_status', 'check_devices', 'sweep', 'unit_cost', 'sweep_grids',
+           'collect', 'cheapest_unit', 'retrain_unit']
 
 # %% ../nbs/11_sweep.ipynb #d6960426
 GRID_KEYS = ('name', 'template', 'base', 'grid', 'cases', 'description', 'max_pack')
@@ -164,22 +164,25 @@ def load_grid(path:str|Path, # the grid file
         except ValueError as e: raise GridError(f"{path}: run {i} {json.dumps(r, sort_keys=True)}: {e}") from None
     return g
 
+# %% ../nbs/11_sweep.ipynb #f8277b01
+def grid_config(grid:Grid, params:dict) -> TrainConfig:
+    "The resolved TrainConfig of run `params` of a training grid (over the template's defaults; other template parameters left out)."
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return resolve({k: v for k, v in {**grid.defaults, **params}.items() if k in names})
+
+def grid_distill(grid:Grid, params:dict) -> tuple:
+    "`config.split_distill` of run `params` of a distillation grid: (teacher, student, tau, weight)."
+    names = {f.name for f in dataclasses.fields(DistillConfig)}
+    return split_distill({k: v for k, v in {**grid.defaults, **params}.items() if k in names})
+
 # %% ../nbs/11_sweep.ipynb #f8277bc0
 def run_key(grid:Grid, params:dict) -> str:
     "The id of the run `params` of `grid` (validates the config)."
-    kind = grid.kind
-    full = {**grid.defaults, **params}
-    if kind == 'train':
-        names = {f.name for f in dataclasses.fields(TrainConfig)}
-        return run_id(resolve({k: v for k, v in full.items() if k in names}))
-    names = {f.name for f in dataclasses.fields(DistillConfig)}
-    return student_id(*split_distill({k: v for k, v in full.items() if k in names}))
+    return run_id(grid_config(grid, params)) if grid.kind == 'train' else student_id(*grid_distill(grid, params))
 
 def teacher_key(grid:Grid, params:dict) -> str:
     "The id of a distillation run's teacher."
-    names = {f.name for f in dataclasses.fields(DistillConfig)}
-    full = {**grid.defaults, **params}
-    return run_id(split_distill({k: v for k, v in full.items() if k in names})[0])
+    return run_id(grid_distill(grid, params)[0])
 
 @dataclass
 class Unit:
@@ -223,8 +226,7 @@ def plan(grid:Grid, runs_dir:str|Path='runs', max_group:int=MAX_GROUP, max_pack:
         items.append(it)
     if kind == 'train':
         from lsnoise.train import group_configs
-        names = {f.name for f in dataclasses.fields(TrainConfig)}
-        cfgs = [resolve({k: v for k, v in {**defaults, **it['params']}.items() if k in names}) for it in items]
+        cfgs = [grid_config(grid, it['params']) for it in items]
         groups = group_configs(cfgs, max_size=max_group, max_pack=choose_pack(grid) if max_pack is None else max_pack)
         gpu = lambda g: cfgs[g[0]].model.startswith('resnet')
         units = [([items[i] for i in g], gpu(g)) for g in groups]
@@ -470,8 +472,7 @@ ASSUMED_IMAGES_PER_S = {'resnet20': 6_000, 'resnet32': 4_000, 'resnet56': 2_500}
 def run_steps(grid:Grid, item:dict) -> tuple:
     "(resolved config, optimiser steps, trainings) of one planned run: a T estimation trains twice (the data set sizes: `data.TRAIN_SIZES`)."
     from lsnoise.engine import epochs_and_steps
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    c = resolve({k: v for k, v in {**grid.defaults, **item['params']}.items() if k in names})
+    c = grid_config(grid, item['params'])
     _, steps = epochs_and_steps(c, int(round(TRAIN_SIZES[c.dataset] * (1 - c.val_fraction))))
     return c, steps, 2 if (c.method in ('fc', 'bc') and c.T_source == 'estimated') else 1
 

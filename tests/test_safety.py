@@ -3,13 +3,13 @@ that failed), refuses to touch files the project did not write, or recovers; non
 
 Most cases run `lsnoise.cli.main` in this process (tiny trainings on digits, one epoch); the signal and broken-pipe
 cases need a process of their own."""
-import contextlib, io, json, os, pickle, signal, subprocess, sys, time
+import json, os, pickle, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from lsnoise.cli import main
+from lsnoise.cli import capture_main
 from lsnoise.store import write_record
 
 BIN = Path(sys.executable).parent
@@ -17,13 +17,7 @@ LSNOISE = str(BIN / 'lsnoise')
 ENV = {**os.environ, 'CI': 'true'}
 TINY = ['--epochs', '1', '--device', 'cpu', '--no-progress']
 
-def run(*argv):
-    "(exit status, stdout, stderr) of `lsnoise argv` in this process; an exception escaping main fails the test."
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try: rc = main([str(a) for a in argv])
-        except SystemExit as e: rc = e.code                       # argparse: usage line and one error line
-    return rc, out.getvalue(), err.getvalue()
+run = capture_main      # (exit status, stdout, stderr) of `lsnoise argv` in this process; an exception escaping main fails the test
 
 def one_line(err, *parts):
     "The error is one line (argparse: its usage line and one error line) holding every part, with no traceback."

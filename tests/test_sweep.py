@@ -17,14 +17,9 @@ def cli(*args, cwd=None, timeout=900):
     return subprocess.run([LSNOISE, *args], capture_output=True, text=True, timeout=timeout, env=ENV, cwd=cwd)
 
 def in_process(*args):
-    "(exit status, stdout, stderr) of `lsnoise ARGS` run in this process: the same code as the command, without starting one."
-    import contextlib, io
-    from lsnoise.cli import main
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try: rc = main([str(a) for a in args])
-        except SystemExit as e: rc = e.code
-    return subprocess.CompletedProcess(args, rc, out.getvalue(), err.getvalue())
+    "`lsnoise ARGS` run in this process (the same code as the command, without starting one), as a CompletedProcess."
+    from lsnoise.cli import capture_main
+    return subprocess.CompletedProcess(args, *capture_main(*args))
 
 def write_grid(path, root, **spec):
     spec.setdefault('template', str(root / 'nbs' / 'experiments' / 'train_noisy.ipynb'))

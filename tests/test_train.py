@@ -18,13 +18,9 @@ def cli(*args, **kw):
 
 def in_process(*args):
     "(exit status, stderr) of `lsnoise ARGS` run in this process: the same code as the command, without starting one."
-    import contextlib
-    from lsnoise.cli import main
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try: rc = main(list(args))
-        except SystemExit as e: rc = e.code
-    return rc, err.getvalue()
+    from lsnoise.cli import capture_main
+    rc, _, err = capture_main(*args)
+    return rc, err
 
 def test_cli_train_digits_writes_a_full_record(tmp_path):
     r = cli('train', '--dataset', 'digits', '--noise', 'uniform', '--rho', '0.4', '--method', 'ls', '--alpha', '0.4',
