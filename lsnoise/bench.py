@@ -255,7 +255,7 @@ def machine_info() -> dict:
             'torch': torch.__version__, 'numpy': np.__version__, 'cpu_count': os.cpu_count(),
             'torch_threads': torch.get_num_threads(), 'machine': platform.machine(), 'system': platform.system()}
 
-def run_benchmarks(quick:bool=False, # fewer rounds and shorter loops: about a minute
+def run_benchmarks(quick:bool=False, # fewer rounds, shorter loops and trainings: well under a minute
                    json_path:str|None=None, # also write the results here
                    echo:bool=True, # print the table
                   ) -> dict:
@@ -264,12 +264,12 @@ def run_benchmarks(quick:bool=False, # fewer rounds and shorter loops: about a m
     say('losses ...'); losses = bench_losses(rounds=10 if quick else 40)
     say('corrupt_labels ...'); noise = bench_noise(loop_n=100_000 if quick else None, repeats=3 if quick else 7)
     k = 16 if quick else MAX_GROUP
-    say(f'batched training (a group of {k}) ...'); batched = bench_batched(k=k, singles=2 if quick else 6)
+    say(f'batched training (a group of {k}) ...'); batched = bench_batched(k=k, singles=2 if quick else 6, epochs=15 if quick else 0)
     kc = 8 if quick else 16
     say(f'batched CNN training (mnist1d, a group of {kc}) ...')
     batched_cnn = bench_batched(k=kc, singles=2, epochs=3 if quick else 10, dataset='mnist1d', model='cnn')
     compute = cnn_compute()
-    say('memory ...'); rss = bench_batched_memory(k=k)
+    say('memory ...'); rss = bench_batched_memory(k=k, epochs=3 if quick else 0)
     say('papermill ...'); pm = bench_papermill(k=8 if quick else 16, epochs=10 if quick else 0)
     say('CUDA ...' if torch.cuda.is_available() else 'no CUDA: skipping the GPU pipeline')
     cuda = bench_cuda_pipeline(steps=50 if quick else 200)

@@ -323,7 +323,7 @@ def _workers(text:str) -> int:
 def _run_commands(sub):
     "bench, train and distill: what trains or measures in this process."
     b = sub.add_parser('bench', help='measure the speed ratios (loss overhead, vectorised noise) side by side')
-    b.add_argument('--quick', action='store_true', help='fewer rounds and shorter loops (about a minute)')
+    b.add_argument('--quick', action='store_true', help='fewer rounds, shorter loops and trainings (well under a minute)')
     b.add_argument('--json', metavar='FILE', help='also write the results as JSON to FILE')
     b.add_argument('--no-fail', action='store_true', help='exit 0 even when a target is not met')
     b.set_defaults(func=_cmd_bench)

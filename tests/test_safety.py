@@ -173,8 +173,8 @@ def test_a_signal_stops_the_sweep_within_seconds(root, tmp_path, sig, status):
     assert not list((runs / 'slow' / '.claims').glob('*.claim'))         # no sweeper waits for the killed workers
     assert not list(runs.rglob('run.json'))                                # nothing recorded as failed (nor finished, in 2 s)
     assert list(runs.rglob('*.pt'))                                        # the checkpoints the next sweep resumes from
-    r = subprocess.run([LSNOISE, 'status', str(grid), '--runs-dir', str(runs)], capture_output=True, text=True, env=ENV)
-    assert 'slow: 6 runs: done 0, failed 0, pending 6, corrupt 0' in r.stdout, r.stdout + r.stderr
+    rc, out, err = run('status', grid, '--runs-dir', runs)
+    assert 'slow: 6 runs: done 0, failed 0, pending 6, corrupt 0' in out, out + err
 
 def test_a_gpu_grid_is_refused_on_a_machine_without_one(root, tmp_path):
     import torch

@@ -65,13 +65,22 @@ def test_template_parameters_match_the_schema(root, name, cls):
     extra = set(params) - {p.name for p in schema(cls)}
     assert extra <= set(RESERVED) | {'out_dir', 'teacher_dir'}, f"{name}: parameters outside the schema: {extra}"
 
-def test_smoke_sweep_then_collect(root, tmp_path):
-    r = cli('sweep', str(root / 'experiments' / 'smoke.yaml'), '--workers', '2', '--runs-dir', str(tmp_path / 'runs'))
+SMOKE = 'experiments/smoke.yaml'     # 12 runs of 3 epochs in two units
+
+@pytest.fixture(scope='module')
+def smoke(root, tmp_path_factory):
+    "The smoke grid swept once by the command with two workers: (the grid, its runs folder, the sweep's output), read, copied or compared with below."
+    runs = tmp_path_factory.mktemp('smoke') / 'runs'
+    r = cli('sweep', str(root / SMOKE), '--workers', '2', '--runs-dir', str(runs))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert 'done 12, failed 0, pending 0' in r.stdout and 'ETA' in r.stdout
-    r = cli('status', str(root / 'experiments' / 'smoke.yaml'), '--runs-dir', str(tmp_path / 'runs'))
+    return str(root / SMOKE), runs, r.stdout
+
+def test_smoke_sweep_then_collect(smoke, tmp_path):
+    grid, runs, out = smoke
+    assert 'done 12, failed 0, pending 0' in out and 'ETA' in out
+    r = in_process('status', grid, '--runs-dir', runs)
     assert 'done 12, failed 0, pending 0' in r.stdout
-    r = cli('collect', str(root / 'experiments' / 'smoke.yaml'), '--runs-dir', str(tmp_path / 'runs'), '--results-dir', str(tmp_path / 'results'))
+    r = in_process('collect', grid, '--runs-dir', runs, '--results-dir', tmp_path / 'results')
     assert r.returncode == 0, r.stderr
     df = pd.read_csv(tmp_path / 'results' / 'smoke.csv')
     for c in ('run_id', 'grid', 'dataset', 'model', 'noise', 'rho', 'method', 'alpha', 'tau', 'teacher_alpha', 'seed', 'epoch', 'split', 'metric', 'value'):
@@ -80,9 +89,9 @@ def test_smoke_sweep_then_collect(root, tmp_path):
     meta = json.loads((tmp_path / 'results' / 'smoke.meta.json').read_text())
     assert meta['counts'] == {'done': 12, 'failed': 0, 'pending': 0, 'corrupt': 0} and meta['grid']['name'] == 'smoke'
     assert meta['environment']['torch'] and meta['date']
-    again = cli('sweep', str(root / 'experiments' / 'smoke.yaml'), '--runs-dir', str(tmp_path / 'runs'))
+    again = in_process('sweep', grid, '--runs-dir', runs)
     assert 'to run: 0 runs' in again.stdout                                          # finished work is not redone
-    for d in (tmp_path / 'runs' / 'smoke').iterdir():                              # each kept notebook shows its own run
+    for d in (runs / 'smoke').iterdir():                              # each kept notebook shows its own run
         if not (d / 'run.json').exists(): continue
         mine = [c for c in json.loads((d / 'notebook.ipynb').read_text())['cells'] if 'this-run' in c['metadata'].get('tags', [])]
         params = json.loads((d / 'run.json').read_text())['config']
@@ -96,44 +105,43 @@ def _snapshot(runs):
         out[d.name] = ((d / 'metrics.json').read_bytes(), sorted(f.name for f in d.iterdir()))
     return out
 
-def test_kill_minus_9_then_rerun_finishes_exactly_once(root, tmp_path):
-    grid = write_grid(tmp_path / 'killme.yaml', root, name='killme', base={'epochs': 25, 'device': 'cpu'},
-                      grid={'rho': [0.0, 0.4], 'seed': [0, 1, 2]}, cases=[{'method': ['ce'], 'alpha': [0.0]}, {'method': ['ls'], 'alpha': [0.5]}])
-    runs = tmp_path / 'runs' / 'killme'
-    p = subprocess.Popen([LSNOISE, 'sweep', str(grid), '--workers', '2', '--runs-dir', str(tmp_path / 'runs')],
+def test_kill_minus_9_then_rerun_finishes_exactly_once(smoke, tmp_path):
+    """A sweeper killed with -9 while both its workers train leaves its claims and no record; the next sweeper takes
+    the claims over and finishes the grid, and every record is byte for byte the uninterrupted sweep's: each run done
+    once, fully, with nothing half-written and no checkpoint left."""
+    grid, whole, _ = smoke
+    runs, claims = tmp_path / 'runs' / 'smoke', tmp_path / 'runs' / 'smoke' / '.claims'
+    p = subprocess.Popen([LSNOISE, 'sweep', grid, '--workers', '2', '--runs-dir', str(tmp_path / 'runs')],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     deadline = time.time() + 300
-    while time.time() < deadline and p.poll() is None and not list(runs.glob('*/run.json')): time.sleep(0.05)
+    while time.time() < deadline and p.poll() is None and not list(runs.rglob('*.progress.json')): time.sleep(0.02)
     p.send_signal(signal.SIGKILL); p.wait()
-    time.sleep(2)                                                      # workers and kernels die with the runner
-    done_before = len(list(runs.glob('*/run.json')))
-    assert done_before < 12, "the sweep finished before it could be killed"
-    r = cli('sweep', str(grid), '--workers', '2', '--runs-dir', str(tmp_path / 'runs'))
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert 'done 12, failed 0, pending 0' in r.stdout
+    time.sleep(1)                                                      # workers and kernels die with the runner
+    assert list(claims.glob('*.claim')), "the sweeper finished before it could be killed"
+    assert len(list(runs.glob('*/run.json'))) < 12
+    r = in_process('sweep', grid, '--workers', '2', '--runs-dir', tmp_path / 'runs')
+    assert r.returncode == 0 and 'done 12, failed 0, pending 0' in r.stdout, r.stdout + r.stderr
+    assert not list(claims.glob('*.claim'))
     killed = _snapshot(runs)
     assert len(killed) == 12 and all(files == ['metrics.json', 'notebook.ipynb', 'run.json'] for _, files in killed.values())
     assert not [p for p in runs.rglob('*') if p.name.endswith('.tmp') or p.suffix == '.pt']   # nothing half-written, no checkpoints
-    r = cli('sweep', str(grid), '--workers', '1', '--runs-dir', str(tmp_path / 'whole'))
-    assert r.returncode == 0, r.stdout + r.stderr
-    whole = _snapshot(tmp_path / 'whole' / 'killme')
-    assert {k: v[0] for k, v in killed.items()} == {k: v[0] for k, v in whole.items()}   # identical records: each run done once, fully
+    assert {k: v[0] for k, v in killed.items()} == {k: v[0] for k, v in _snapshot(whole / 'smoke').items()}
 
 def test_a_failing_run_is_recorded_and_retried(root, tmp_path):
     blocker = tmp_path / 'data'
     blocker.write_text('a file where the data directory should be')
     grid = write_grid(tmp_path / 'failing.yaml', root, name='failing', base={'epochs': 2, 'device': 'cpu', 'method': 'ce', 'alpha': 0.0},
                       grid={'dataset': ['digits', 'mnist1d'], 'seed': [0]}, cases=[{'data_root': [str(blocker)]}])
-    r = cli('sweep', str(grid), '--runs-dir', str(tmp_path / 'runs'))
+    r = in_process('sweep', grid, '--runs-dir', tmp_path / 'runs')
     assert r.returncode == 1 and 'done 1, failed 1, pending 0' in r.stdout
     failed = [json.loads(p.read_text()) for p in (tmp_path / 'runs' / 'failing').glob('*/run.json') if json.loads(p.read_text())['status'] == 'failed']
     assert len(failed) == 1 and failed[0]['error'] and failed[0]['traceback']
     nb = (tmp_path / 'runs' / 'failing' / failed[0]['run_id'] / 'notebook.ipynb')
     assert nb.exists()
-    r = cli('sweep', str(grid), '--runs-dir', str(tmp_path / 'runs'))
+    r = in_process('sweep', grid, '--runs-dir', tmp_path / 'runs')
     assert 'to run: 0 runs' in r.stdout                                  # not retried unless asked
     blocker.unlink(); blocker.mkdir()
-    r = cli('sweep', str(grid), '--retry-failed', '--runs-dir', str(tmp_path / 'runs'))
+    r = in_process('sweep', grid, '--retry-failed', '--runs-dir', tmp_path / 'runs')
     assert r.returncode == 0 and 'done 2, failed 0, pending 0' in r.stdout, r.stdout + r.stderr
 
 @pytest.mark.parametrize('spec,msg', [
@@ -177,19 +185,18 @@ def test_a_cuda_grid_plans_and_reports_on_any_machine(root, tmp_path):
     r = in_process('sweep', grid, '--dry-run', '--runs-dir', str(tmp_path / 'runs'))
     assert r.returncode == 0 and 'to run: 160 runs in 160 units' in r.stdout, r.stdout + r.stderr
 
-def test_a_corrupt_record_is_reported_and_trained_again(root, tmp_path):
+def test_a_corrupt_record_is_reported_and_trained_again(smoke, tmp_path):
     "A metrics.json truncated by hand: status says corrupt, the next sweep trains that run again (and only that one)."
-    smoke = str(root / 'experiments' / 'smoke.yaml')
-    r = cli('sweep', smoke, '--runs-dir', str(tmp_path / 'runs'))
-    assert r.returncode == 0, r.stdout + r.stderr
+    grid, whole, _ = smoke
+    shutil.copytree(whole, tmp_path / 'runs')
     runs = tmp_path / 'runs' / 'smoke'
     victim = sorted(p for p in runs.iterdir() if (p / 'run.json').exists())[0]
     good = (victim / 'metrics.json').read_bytes()
     (victim / 'metrics.json').write_bytes(good[:len(good) // 2])
-    r = cli('status', smoke, '--runs-dir', str(tmp_path / 'runs'))
+    r = in_process('status', grid, '--runs-dir', tmp_path / 'runs')
     assert 'done 11, failed 0, pending 0, corrupt 1' in r.stdout and f'corrupt: {victim.name}: metrics.json is not valid JSON' in r.stdout
     assert 'the next sweep trains it again' in r.stdout
-    r = cli('sweep', smoke, '--runs-dir', str(tmp_path / 'runs'))
+    r = in_process('sweep', grid, '--runs-dir', tmp_path / 'runs')
     assert r.returncode == 0 and 'done 12, failed 0, pending 0' in r.stdout, r.stdout + r.stderr
     assert (victim / 'metrics.json').read_bytes() == good                       # trained again, to the same record
     started = [rid for e in read_journal(runs) if e['event'] == 'start' for rid in e['runs']]
@@ -197,7 +204,7 @@ def test_a_corrupt_record_is_reported_and_trained_again(root, tmp_path):
 
 def test_two_sweepers_share_one_grid(root, tmp_path):
     "Two sweepers started together on the smoke grid split its units: every run is trained exactly once."
-    smoke = str(root / 'experiments' / 'smoke.yaml')
+    smoke = str(root / SMOKE)
     procs = [subprocess.Popen([LSNOISE, 'sweep', smoke, '--runs-dir', str(tmp_path / 'runs')], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=ENV) for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
@@ -206,24 +213,9 @@ def test_two_sweepers_share_one_grid(root, tmp_path):
     trained = [rid for e in events if e['event'] == 'start' for rid in e['runs']]
     assert len(trained) == 12 and len(set(trained)) == 12, f"trainings {len(trained)}, distinct runs {len(set(trained))}"
     assert sorted(e['unit'] for e in events if e['event'] == 'start') == sorted(e['unit'] for e in events if e['event'] == 'finish')
-    r = cli('status', smoke, '--runs-dir', str(tmp_path / 'runs'))
+    r = in_process('status', smoke, '--runs-dir', tmp_path / 'runs')
     assert 'done 12, failed 0, pending 0, corrupt 0' in r.stdout
     assert not list((tmp_path / 'runs' / 'smoke' / '.claims').glob('*.claim'))   # every claim released
-
-def test_a_dead_sweepers_claim_is_taken_over(root, tmp_path):
-    "A sweeper killed with -9 leaves its claims; the next sweeper takes them over and finishes the grid."
-    smoke = str(root / 'experiments' / 'smoke.yaml')
-    claims = tmp_path / 'runs' / 'smoke' / '.claims'
-    p = subprocess.Popen([LSNOISE, 'sweep', smoke, '--runs-dir', str(tmp_path / 'runs')], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, env=ENV)
-    deadline = time.time() + 300
-    while time.time() < deadline and p.poll() is None and not list(claims.glob('*.claim')): time.sleep(0.02)
-    p.send_signal(signal.SIGKILL); p.wait(); time.sleep(1)
-    left = list(claims.glob('*.claim'))
-    assert left, "the sweeper finished before it could be killed"
-    r = cli('sweep', smoke, '--runs-dir', str(tmp_path / 'runs'))
-    assert r.returncode == 0 and 'done 12, failed 0, pending 0' in r.stdout, r.stdout + r.stderr
-    assert not list(claims.glob('*.claim'))
 
 def _free_port():
     s = socket.socket(); s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]; s.close()
@@ -239,7 +231,7 @@ def _ours(marker:str) -> list:
         except (psutil.NoSuchProcess, psutil.AccessDenied): pass
     return out
 
-def test_ray_backend_matches_local(root, tmp_path):
+def test_ray_backend_matches_local(smoke, tmp_path):
     """The Ray backend gives the local backend's records. The test starts its own one-node cluster (its own temporary
     folder and ports, in its own process group) and stops exactly the processes it started."""
     ray = BIN / 'ray'
@@ -258,7 +250,7 @@ def test_ray_backend_matches_local(root, tmp_path):
             if head.poll() is not None: pytest.fail(f"ray start exited: {(tmp_path / 'ray-head.log').read_text()[-2000:]}")
             if subprocess.run([str(ray), 'status', f'--address=127.0.0.1:{port}'], capture_output=True, env=ENV, timeout=60).returncode == 0: break
             time.sleep(1)
-        r = cli('sweep', str(root / 'experiments' / 'smoke.yaml'), '--backend', 'ray', '--address', f'127.0.0.1:{port}',
+        r = cli('sweep', smoke[0], '--backend', 'ray', '--address', f'127.0.0.1:{port}',
                 '--runs-dir', str(tmp_path / 'ray-runs'))
         assert r.returncode == 0, r.stdout + r.stderr
     finally:
@@ -273,11 +265,9 @@ def test_ray_backend_matches_local(root, tmp_path):
             time.sleep(0.5)
         for p in _ours(str(tmp)): p.kill()
         shutil.rmtree(tmp, ignore_errors=True)
-    r = cli('sweep', str(root / 'experiments' / 'smoke.yaml'), '--workers', '2', '--runs-dir', str(tmp_path / 'local-runs'))
-    assert r.returncode == 0, r.stdout + r.stderr
     tables = []
-    for which in ('ray', 'local'):
-        cli('collect', str(root / 'experiments' / 'smoke.yaml'), '--runs-dir', str(tmp_path / f'{which}-runs'), '--results-dir', str(tmp_path / which))
+    for which, runs in (('ray', tmp_path / 'ray-runs'), ('local', smoke[1])):     # the local sweep: the shared one, two workers
+        in_process('collect', smoke[0], '--runs-dir', runs, '--results-dir', tmp_path / which)
         tables.append(pd.read_csv(tmp_path / which / 'smoke.csv').sort_values(['run_id', 'epoch', 'split', 'metric']).reset_index(drop=True))
     pd.testing.assert_frame_equal(tables[0], tables[1])
     assert tables[0].run_id.nunique() == 12
