@@ -84,6 +84,7 @@ def _loop_bisect(labels, T, seed):
     u = rng.random(len(labels)).tolist()
     return np.array([min(bisect.bisect_right(cum[y], v), len(T) - 1) for y, v in zip(labels.tolist(), u)])
 
+# %% ../nbs/13_bench.ipynb #c73db994-1
 def bench_noise(n:int=1_000_000, # labels to corrupt
                 num_classes:int=100, # L
                 loop_n:int|None=None, # labels for the loops (None: all n); per-label rates are compared
@@ -200,32 +201,46 @@ def bench_papermill(k:int=16, epochs:int=0) -> dict:
             'overhead_fraction': max(0.0, (pm - inproc) / pm)}
 
 # %% ../nbs/13_bench.ipynb #c9bdd114
+def _cuda_training_rate(batches, steps:int, dev) -> dict:
+    "Images per second of `steps` ResNet-32 training steps on `batches`, and the fraction of the wall time the GPU was busy."
+    from lsnoise.models import build_model
+    model = build_model('resnet32', (3, 32, 32), 10).to(dev).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    busy, seen, it = 0.0, 0, iter(batches)
+    torch.cuda.synchronize(); t0 = time.perf_counter()
+    for _ in range(steps):
+        xb, yb = next(it)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        with torch.autocast('cuda', dtype=torch.bfloat16): loss = F.cross_entropy(model(xb.contiguous(memory_format=torch.channels_last)).float(), yb)
+        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+        end.record(); end.synchronize()
+        busy += start.elapsed_time(end) / 1e3; seen += len(yb)
+    wall = time.perf_counter() - t0
+    return {'images_per_s': seen / wall, 'gpu_busy_fraction': busy / wall}
+
+def _dataloader_batches(x, y, mean, std, batch_size:int, dev):
+    "Endless batches the usual way: a DataLoader's CPU workers crop, flip and normalise each image, then copy it to the device."
+    import torchvision.transforms as Tv
+    tf = Tv.Compose([Tv.RandomCrop(32, padding=4), Tv.RandomHorizontalFlip()])
+    class DS(torch.utils.data.Dataset):
+        def __len__(self): return len(y)
+        def __getitem__(self, i): return (tf(x[i]).float() - mean[:, None, None]) / std[:, None, None], y[i]
+    dl = torch.utils.data.DataLoader(DS(), batch_size=batch_size, shuffle=True, num_workers=min(8, os.cpu_count() or 1),
+                                     pin_memory=True, drop_last=True, persistent_workers=True)
+    while True:
+        for xb, yb in dl: yield xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
+
+# %% ../nbs/13_bench.ipynb #c9bdd114-1
 def bench_cuda_pipeline(steps:int=200, batch_size:int=128, n:int=50_000) -> dict|None:
     "Images per second of ResNet-32 training: device-resident pipeline versus a DataLoader pipeline (None without CUDA)."
     if not torch.cuda.is_available(): return None
-    import torchvision.transforms as Tv
     from lsnoise.data import NoisyData, train_batches
-    from lsnoise.models import build_model
     dev = torch.device('cuda')
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
     y = torch.randint(0, 10, (n,), generator=g)
     mean, std = torch.full((3,), 120.0), torch.full((3,), 60.0)
-    def run(batches):
-        model = build_model('resnet32', (3, 32, 32), 10).to(dev).to(memory_format=torch.channels_last)
-        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
-        busy, seen, it = 0.0, 0, iter(batches)
-        torch.cuda.synchronize(); t0 = time.perf_counter()
-        for _ in range(steps):
-            xb, yb = next(it)
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            with torch.autocast('cuda', dtype=torch.bfloat16): loss = F.cross_entropy(model(xb.contiguous(memory_format=torch.channels_last)).float(), yb)
-            opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-            end.record(); end.synchronize()
-            busy += start.elapsed_time(end) / 1e3; seen += len(yb)
-        wall = time.perf_counter() - t0
-        return {'images_per_s': seen / wall, 'gpu_busy_fraction': busy / wall}
     data = NoisyData('bench', 10, True, x.to(dev), y.to(dev), y.to(dev), x[:0].to(dev), y[:0].to(dev), y[:0].to(dev),
                      x[:0].to(dev), y[:0].to(dev), mean.to(dev), std.to(dev))
     def resident():
@@ -233,16 +248,7 @@ def bench_cuda_pipeline(steps:int=200, batch_size:int=128, n:int=50_000) -> dict
         while True:
             for idx, xb in train_batches(data, batch_size, 0, epoch): yield xb, data.y_train[idx]
             epoch += 1
-    tf = Tv.Compose([Tv.RandomCrop(32, padding=4), Tv.RandomHorizontalFlip()])
-    class DS(torch.utils.data.Dataset):
-        def __len__(self): return n
-        def __getitem__(self, i): return (tf(x[i]).float() - mean[:, None, None]) / std[:, None, None], y[i]
-    def loader():
-        dl = torch.utils.data.DataLoader(DS(), batch_size=batch_size, shuffle=True, num_workers=min(8, os.cpu_count() or 1),
-                                         pin_memory=True, drop_last=True, persistent_workers=True)
-        while True:
-            for xb, yb in dl: yield xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
-    a, b = run(resident()), run(loader())
+    a, b = _cuda_training_rate(resident(), steps, dev), _cuda_training_rate(_dataloader_batches(x, y, mean, std, batch_size, dev), steps, dev)
     return {'resident': a, 'dataloader': b, 'speedup': a['images_per_s'] / b['images_per_s'], 'device': torch.cuda.get_device_name()}
 
 # %% ../nbs/13_bench.ipynb #18e0e80c
@@ -255,6 +261,7 @@ def machine_info() -> dict:
             'torch': torch.__version__, 'numpy': np.__version__, 'cpu_count': os.cpu_count(),
             'torch_threads': torch.get_num_threads(), 'machine': platform.machine(), 'system': platform.system()}
 
+# %% ../nbs/13_bench.ipynb #18e0e80c-1
 def run_benchmarks(quick:bool=False, # fewer rounds, shorter loops and trainings: well under a minute
                    json_path:str|None=None, # also write the results here
                    echo:bool=True, # print the table
@@ -289,12 +296,14 @@ def run_benchmarks(quick:bool=False, # fewer rounds, shorter loops and trainings
         with open(json_path, 'w') as f: json.dump(res, f, indent=1)
     return res
 
+# %% ../nbs/13_bench.ipynb #18e0e80c-2
 def _reproduction_wall_s():
     "Wall time of the last complete CPU reproduction, if one has been recorded in results/."
     p = Path('results') / 'cpu-default.meta.json'
     if not p.exists(): return None
     return json.loads(p.read_text()).get('reproduction_wall_s')
 
+# %% ../nbs/13_bench.ipynb #18e0e80c-3
 def format_table(res:dict) -> str:
     "The results of `run_benchmarks` as a plain-text table."
     m = res['machine']

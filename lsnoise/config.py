@@ -101,6 +101,7 @@ def schema(cls) -> list:
         out.append(Param(f.name, _TYPES[base], m.group(1) is not None, f.default, f.metadata.get('choices'), f.metadata.get('help', '')))
     return out
 
+# %% ../nbs/07a_config.ipynb #cb977bb0-1
 def check_type(p:Param, value, where:str='') -> None:
     "Raise a one-line `ValueError` unless `value` has the type of parameter `p` (None only where allowed)."
     if value is None and p.nullable: return
@@ -130,12 +131,34 @@ def config_from(cls, # a config dataclass
     if unknown: raise ValueError(f"unknown config field(s) {sorted(unknown)}; known: {known}")
     return cls(**cfg)
 
+# %% ../nbs/07a_config.ipynb #af639743-1
 def check_device_name(device:str) -> str:
     "The device string if it is well formed (auto, cpu, mps, cuda, cuda:N); whether it exists is checked at run time."
     if not isinstance(device, str) or not re.fullmatch(DEVICE_PATTERN, device):
         raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps; got {device!r}")
     return device
 
+# %% ../nbs/07a_config.ipynb #af639743-4
+def _resolve_schedule(c:TrainConfig) -> None:
+    "Length, batch size, optimiser and schedule: the values given, checked, else the recipe's."
+    if c.epochs is not None and c.steps is not None: raise ValueError(f"set epochs or steps, not both (got epochs={c.epochs}, steps={c.steps})")
+    if c.epochs is not None: c.epochs = check_int('epochs', c.epochs, lo=1)
+    if c.steps is not None: c.steps = check_int('steps', c.steps, lo=1)
+    d = RECIPE_DEFAULTS[c.recipe]
+    if c.epochs is None and c.steps is None:
+        if 'steps' in d: c.steps = d['steps']
+        else: c.epochs = d['epochs']
+    for k in ('batch_size', 'lr', 'weight_decay', 'milestones'):
+        if getattr(c, k) is None: setattr(c, k, d[k])
+    c.batch_size = check_int('batch_size', c.batch_size, lo=1)
+    c.lr = check_range('lr', c.lr, 0, math.inf, lo_open=True, hi_open=True)
+    c.momentum = check_range('momentum', c.momentum, 0, 1, hi_open=True)
+    c.weight_decay = check_range('weight_decay', c.weight_decay, 0, math.inf, hi_open=True)
+    try: ms = [float(m) for m in str(c.milestones).split(',') if m.strip()]
+    except ValueError: raise ValueError(f"milestones must be comma-separated fractions in (0, 1), got {c.milestones!r}") from None
+    if any(not 0 < m < 1 for m in ms) or ms != sorted(ms): raise ValueError(f"milestones must be increasing fractions in (0, 1), got {c.milestones!r}")
+
+# %% ../nbs/07a_config.ipynb #af639743-2
 def resolve(cfg:TrainConfig|dict) -> TrainConfig:
     "A validated copy of `cfg` with the recipe's values filled in (pure: no hardware is looked at)."
     c = copy.copy(config_from(TrainConfig, cfg))
@@ -157,22 +180,7 @@ def resolve(cfg:TrainConfig|dict) -> TrainConfig:
         c.alpha = check_range('alpha', c.alpha, 0, 1, hi_open=c.method == 'bc')   # the rate of a uniform T
     if c.method == 'ce' and c.alpha != 0: raise ValueError(f"alpha must be 0 for method='ce' (use method='ls' to smooth), got {c.alpha}")
     c.seed = check_int('seed', c.seed, lo=0)
-    if c.epochs is not None and c.steps is not None: raise ValueError(f"set epochs or steps, not both (got epochs={c.epochs}, steps={c.steps})")
-    if c.epochs is not None: c.epochs = check_int('epochs', c.epochs, lo=1)
-    if c.steps is not None: c.steps = check_int('steps', c.steps, lo=1)
-    d = RECIPE_DEFAULTS[c.recipe]
-    if c.epochs is None and c.steps is None:
-        if 'steps' in d: c.steps = d['steps']
-        else: c.epochs = d['epochs']
-    for k in ('batch_size', 'lr', 'weight_decay', 'milestones'):
-        if getattr(c, k) is None: setattr(c, k, d[k])
-    c.batch_size = check_int('batch_size', c.batch_size, lo=1)
-    c.lr = check_range('lr', c.lr, 0, math.inf, lo_open=True, hi_open=True)
-    c.momentum = check_range('momentum', c.momentum, 0, 1, hi_open=True)
-    c.weight_decay = check_range('weight_decay', c.weight_decay, 0, math.inf, hi_open=True)
-    try: ms = [float(m) for m in str(c.milestones).split(',') if m.strip()]
-    except ValueError: raise ValueError(f"milestones must be comma-separated fractions in (0, 1), got {c.milestones!r}") from None
-    if any(not 0 < m < 1 for m in ms) or ms != sorted(ms): raise ValueError(f"milestones must be increasing fractions in (0, 1), got {c.milestones!r}")
+    _resolve_schedule(c)
     c.val_fraction = check_range('val_fraction', c.val_fraction, 0, 1, lo_open=True, hi_open=True)
     c.estimate_percentile = check_range('estimate_percentile', c.estimate_percentile, 0, 100, lo_open=True)
     c.eval_every = check_int('eval_every', c.eval_every, lo=1)
@@ -183,6 +191,7 @@ def resolve(cfg:TrainConfig|dict) -> TrainConfig:
     check_device_name(c.device)
     return c
 
+# %% ../nbs/07a_config.ipynb #af639743-3
 def data_identity(cfg:TrainConfig) -> dict:
     "What a run id covers besides the config: the SHA-256 of a noise file's bytes, so that a changed file is a new run."
     if not cfg.noise.startswith('file:'): return {}
@@ -234,6 +243,7 @@ def split_distill(cfg:DistillConfig|dict) -> tuple:
     w = check_range('distill_weight', cfg.distill_weight, 0, 1)
     return teacher, student, tau, w
 
+# %% ../nbs/07a_config.ipynb #0f1310e7-1
 def student_id(teacher:TrainConfig, student:TrainConfig, tau:float, weight:float) -> str:
     "The run id of a student: its own config plus its teacher's id, the temperature and the weight of the labels."
     return run_id(student, {'teacher': run_id(teacher), 'tau': tau, 'distill_weight': weight})
@@ -267,6 +277,7 @@ def injected_names(history:list) -> set:
             names |= {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)}
     return names
 
+# %% ../nbs/07a_config.ipynb #7c3e9a02-1
 def check_parameters(history:list, # the kernel's input history (`In` in IPython; [] elsewhere)
                      cls, # the config dataclass the template runs
                      extra:tuple=(), # the template's other parameters (e.g. out_dir)

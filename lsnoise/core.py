@@ -4,15 +4,16 @@
 
 # %% ../nbs/00_core.ipynb #4d0ee9c7
 from __future__ import annotations
-import hashlib, json, math, numbers, os, platform, subprocess
+import ctypes, hashlib, json, math, numbers, os, platform, signal, subprocess
 from pathlib import Path
 import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['CODE_PATHS', 'check_range', 'check_int', 'seed_sequence', 'np_rng', 'torch_seed', 'torch_generator', 'get_device',
-           'process_defaults', 'atomic_write', 'json_default', 'atomic_write_json', 'atomic_torch_save', 'git_state',
-           'code_state', 'kernel_path', 'environment', 'numeric_differences']
+__all__ = ['DIE_WITH_PARENT_ENV', 'CODE_PATHS', 'check_range', 'check_int', 'seed_sequence', 'np_rng', 'torch_seed',
+           'torch_generator', 'get_device', 'die_with_parent', 'process_defaults', 'atomic_write', 'json_default',
+           'atomic_write_json', 'atomic_torch_save', 'git_state', 'code_state', 'kernel_path', 'environment',
+           'numeric_differences']
 
 # %% ../nbs/00_core.ipynb #93549937
 def check_range(name:str, # parameter name, used in the message
@@ -59,6 +60,7 @@ def seed_sequence(seed:int, # the run's seed (a non-negative integer)
     seed = check_int('seed', seed, lo=0)
     return np.random.SeedSequence(seed, spawn_key=tuple(_name_key(n) for n in names))
 
+# %% ../nbs/00_core.ipynb #05a0445d-1
 def np_rng(seed:int, *names) -> np.random.Generator:
     "A numpy `Generator` for the stream `names` of `seed`."
     return np.random.default_rng(seed_sequence(seed, *names))
@@ -67,6 +69,7 @@ def torch_seed(seed:int, *names) -> int:
     "A 63-bit integer seed for torch, derived from the stream `names` of `seed`."
     return int(seed_sequence(seed, *names).generate_state(2, np.uint32).view(np.uint64)[0] >> np.uint64(1))
 
+# %% ../nbs/00_core.ipynb #05a0445d-2
 def torch_generator(seed:int, *names, device='cpu') -> torch.Generator:
     "A torch `Generator` on `device` for the stream `names` of `seed`."
     g = torch.Generator(device=device); g.manual_seed(torch_seed(seed, *names))
@@ -91,12 +94,24 @@ def get_device(device:str|torch.device='auto', # "auto", "cpu", "cuda", "cuda:1"
         raise ValueError(f"device={device!r} was asked for, but MPS is not available on this machine")
     return dev
 
+# %% ../nbs/00_core.ipynb #c0de0004
+DIE_WITH_PARENT_ENV = 'LSNOISE_DIE_WITH_PARENT'    # set by a sweep's worker to its pid: the kernels it starts die with it
+
+def die_with_parent(parent:int|None=None, # the pid this process must still be the child of (None: not checked)
+                   ) -> bool:
+    "Have Linux SIGKILL this process when its parent dies (PR_SET_PDEATHSIG); exit at once if `parent` has died already. False where unavailable."
+    try: ok = ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGKILL) == 0
+    except (OSError, AttributeError): return False
+    if parent is not None and os.getppid() != parent: os._exit(1)     # orphaned before the call: its sweep is gone
+    return ok
+
 # %% ../nbs/00_core.ipynb #c0de0002
 def process_defaults(threads:int=0, # torch's intra-op threads (0: leave torch's choice)
                     ) -> None:
-    "Set the torch settings of a process that trains: the thread count, and cuDNN's autotuner where CUDA is present."
+    "Set the process-wide settings of a process that trains: the thread count, cuDNN's autotuner where CUDA is present, and, in a sweep's kernel, death with its worker."
     if threads: torch.set_num_threads(int(threads))
     if torch.cuda.is_available(): torch.backends.cudnn.benchmark = True
+    if os.environ.get(DIE_WITH_PARENT_ENV, '').isdigit(): die_with_parent(int(os.environ[DIE_WITH_PARENT_ENV]))
 
 # %% ../nbs/00_core.ipynb #cb63f3a6
 def atomic_write(path:str|Path, # the file to create or replace
@@ -127,6 +142,7 @@ def atomic_write_json(path:str|Path, obj) -> Path:
             f.flush(); os.fsync(f.fileno())
     return atomic_write(path, write)
 
+# %% ../nbs/00_core.ipynb #6eb260d4-1
 def atomic_torch_save(obj, path:str|Path) -> Path:
     "`torch.save` via a temporary file and a rename, so that a killed process never leaves a torn file."
     path = Path(path)
@@ -172,6 +188,7 @@ def code_state(where:str|Path|None=None, # a folder inside the repository (defau
     if not trees or None in trees or status is None: return {'code_tree': None, 'code_dirty': None}
     return {'code_tree': hashlib.sha256(' '.join(trees).encode()).hexdigest()[:16], 'code_dirty': bool(status)}
 
+# %% ../nbs/00_core.ipynb #b8e71ad2-1
 def kernel_path() -> dict:
     """What picks this machine's float32 kernels: the CPU model and its number of cores (which set the torch threads of
     each unit of a sweep), torch's CPU capability (vector ISA) and the BLAS of torch and numpy."""
@@ -200,6 +217,7 @@ def environment() -> dict:
                              'git_commit': g['commit'], 'git_dirty': g['dirty'], **code_state()})
     return dict(_ENVIRONMENT)
 
+# %% ../nbs/00_core.ipynb #b8e71ad2-2
 def numeric_differences(recorded:dict, # an `environment()` stored with results
                         current:dict|None=None, # default: this process's
                        ) -> list:

@@ -51,6 +51,7 @@ def _digits():
     test, train = perm[:500], perm[500:]
     return CleanData('digits', x[train], d.target[train].astype(np.int64), x[test], d.target[test].astype(np.int64), 10)
 
+# %% ../nbs/05_data.ipynb #8d283984-1
 def _mnist1d(name, root):
     n = 5000 if name == 'mnist1d' else 20000
     cache = data_dir(root) / f'{name}.npz'
@@ -87,6 +88,7 @@ def _cifar(name, root, download):
     return CleanData(name, to_nchw(train.data), np.asarray(train.targets, np.int64), to_nchw(test.data),
                      np.asarray(test.targets, np.int64), 10 if name == 'cifar10' else 100, image=True)
 
+# %% ../nbs/05_data.ipynb #8d283984-2
 def load_clean(name:str, # one of `DATASETS`
                root:str|Path|None=None, # data directory (default: `data_dir()`)
                download:bool=True, # download CIFAR if it is missing
@@ -161,6 +163,7 @@ def _checked_draw(dataset, noise, rho, seed) -> tuple:
     rho = check_range('rho', rho, 0, 1)
     return check_noise(noise, dataset, rho), rho, check_int('seed', seed, lo=0)
 
+# %% ../nbs/05_data.ipynb #0a80a77e-1
 def _noisy_labels(dataset, noise, rho, seed, root, download):
     "(clean data, noisy labels of the whole training set, T or None for labels read from a file) of a checked draw."
     clean = load_clean(dataset, root, download)
@@ -170,6 +173,7 @@ def _noisy_labels(dataset, noise, rho, seed, root, download):
     if noise in HUMAN_NOISE: return clean, human_labels(noise, clean.y_train, data_dir(root) / 'cifar-n', download), None
     return clean, read_noise_file(noise[5:], clean.y_train, clean.num_classes, dataset), None
 
+# %% ../nbs/05_data.ipynb #0a80a77e-2
 def make_noisy_data(dataset:str='digits', # one of `DATASETS`
                     noise:str='uniform', # noise kind, one of `LABEL_NOISE`, or 'file:PATH'
                     rho:float=0.0, # noise rate in [0, 1]
@@ -242,6 +246,7 @@ def normalise(data:NoisyData, x:torch.Tensor) -> torch.Tensor:
     shape = (1, -1, 1, 1) if x.ndim == 4 else (1, -1, 1)
     return (x.float() - data.mean.view(shape)) / data.std.view(shape)
 
+# %% ../nbs/05_data.ipynb #15641021-1
 def train_batches(data:NoisyData, # the data set
                   batch_size:int, # examples per batch
                   seed:int, # the run's seed

@@ -5,6 +5,7 @@
 # %% ../nbs/09_distill.ipynb #08d85daa
 from __future__ import annotations
 import json, math, time
+from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from .store import finished_record, write_record, load_model, run_status, check_
 from .train import train_group, group_configs, group_key, run_loss, method_T, make_record, predict
 
 # %% auto #0
-__all__ = ['soft_ce', 'distill_group', 'distill']
+__all__ = ['soft_ce', 'Students', 'distill_group', 'distill']
 
 # %% ../nbs/09_distill.ipynb #1e00a5b0
 def soft_ce(logits:torch.Tensor, # (N, L) student logits
@@ -49,6 +50,79 @@ def _teacher(tcfg, tdir, data):
     model.load_state_dict(weights)
     return {**rec, 'model': model}
 
+# %% ../nbs/09_distill.ipynb #7b8233de-1
+@dataclass
+class Students:
+    "The students of one `distill_group` call: their config parts (teacher, student, tau, weight), folders and ids, and, once it ran, what they share."
+    parts: list; outs: list; tdirs: list; sids: list
+    data: object = None; teachers: dict = field(default_factory=dict)   # the noisy data; {teacher id: record with its model}
+    ok: list = field(default_factory=list); res: dict|None = None; wall: float = 0.0   # who trained, fit's result, the group's wall time
+
+def _students(cfgs:list, outs:list|None, teacher_dirs:list|None, force:bool) -> Students:
+    "The students of these configs, every folder checked before anything trains (a teacher's default folder: out/teacher)."
+    parts = [split_distill(c) for c in cfgs]
+    n = len(parts)
+    outs = [Path(o) if o else None for o in outs] if outs is not None else [None] * n
+    tdirs = [Path(t) if t else None for t in teacher_dirs] if teacher_dirs is not None else [None] * n
+    tdirs = [t if t is not None else (o / 'teacher' if o is not None else None) for t, o in zip(tdirs, outs)]
+    sids = [student_id(*p) for p in parts]
+    outs = [check_out(o, s, force) for o, s in zip(outs, sids)]
+    for p, t in zip(parts, tdirs): check_out(t, run_id(p[0]), force)
+    return Students(parts, outs, tdirs, sids)
+
+# %% ../nbs/09_distill.ipynb #7b8233de-3
+def _teachers(st:Students, todo:list, progress, force:bool) -> dict:
+    "{teacher id: record with its model}: the finished teachers reused, the others trained as groups (weights before records)."
+    teachers, need = {}, {}
+    for i in todo:
+        tcfg, tdir = st.parts[i][0], st.tdirs[i]
+        tid = run_id(tcfg)
+        if tid in teachers or tid in need: continue
+        found = _teacher(tcfg, tdir, st.data) if tdir is not None else None
+        if found is not None: teachers[tid] = found
+        else:
+            if tdir is not None: (tdir / 'run.json').unlink(missing_ok=True)   # a record without weights is trained again
+            need[tid] = (tcfg, tdir)
+    tl = list(need.values())
+    for g in group_configs([c for c, _ in tl]):
+        for rec in train_group([tl[j][0] for j in g], [tl[j][1] for j in g], progress=progress, data=st.data,
+                               keep_models=True, save_models=True, force=force):
+            teachers[rec['run']['run_id']] = rec
+    return teachers
+
+# %% ../nbs/09_distill.ipynb #7b8233de-4
+def _student_losses(st:Students, todo:list) -> tuple:
+    "([(student index, its RunLoss: hard-label part and the teacher's soft targets at tau)], {student index: why it cannot train})."
+    L, losses, errors, logits_of = st.data.num_classes, [], {}, {}
+    for i in todo:
+        tcfg, scfg, tau, w = st.parts[i]
+        tid = run_id(tcfg)
+        trec = st.teachers[tid]
+        if trec['run']['status'] != 'done' or trec.get('model') is None:
+            errors[i] = f"the teacher did not train ({trec['run']['status']}: {trec['run'].get('error')}); no student can be distilled"
+            continue
+        if tid not in logits_of: logits_of[tid] = predict(trec['model'], st.data, st.data.x_train)
+        hard = run_loss(scfg, L, noise_info=st.data.noise) if w > 0 else RunLoss(M=np.eye(L))
+        losses.append((i, RunLoss(M=hard.M, T=hard.T, soft=torch.softmax(logits_of[tid] / tau, 1), tau=tau, weight=w)))
+    return losses, errors
+
+def _student_record(st:Students, i:int, dev, error:str|None) -> dict:
+    "The record of student `i`: its runs' metrics (if it trained), its teacher, and where it sat in the group."
+    tcfg, scfg, tau, w = st.parts[i]
+    trec, res, ok, data = st.teachers[run_id(tcfg)], st.res, st.ok, st.data
+    pos = ok.index(i) if i in ok else None
+    teacher = {'run_id': trec['run']['run_id'], 'config': trec['run']['config'], 'dir': str(st.tdirs[i]) if st.tdirs[i] else None,
+               'final': trec['metrics']['final'], 'best': trec['metrics']['best']}
+    execution = {'group_size': len(ok), 'position': pos, 'run_ids': [st.sids[j] for j in ok], 'group_wall_s': st.wall} if pos is not None else None
+    rec = make_record(scfg, st.sids[i], data.noise, res['runs'][pos] if pos is not None else None,
+                      {'epochs': res['epochs'] if res else 0, 'steps': res['steps'] if res else 0}, res['device'] if res else dev,
+                      st.wall / max(len(ok), 1), method_T(scfg, data.num_classes, noise_info=data.noise) if w > 0 else None, error, execution,
+                      y_test=data.y_test, kind='student', tau=tau, distill_weight=w, teacher=teacher)
+    rec['run']['config'].update(tau=tau, distill_weight=w)
+    rec['model'] = res['model'].run(pos) if pos is not None else None
+    return rec
+
+# %% ../nbs/09_distill.ipynb #7b8233de-5
 def distill_group(cfgs:list, # DistillConfigs (or dicts) of students that share data set, noise draw, seed and recipe
                   outs:list|None=None, # one student directory per config (None: nothing written)
                   teacher_dirs:list|None=None, # one teacher directory per config (default: out/teacher)
@@ -56,89 +130,40 @@ def distill_group(cfgs:list, # DistillConfigs (or dicts) of students that share 
                   force:bool=False, # write into folders that hold other files or another run's record (see `store.check_out`)
                  ) -> list:
     "Train (or reuse) the teachers, then distil all students as one group; return the students' records (a finished one `reused`)."
-    parts = [split_distill(c) for c in cfgs]
-    n = len(parts)
-    outs = [Path(o) if o else None for o in outs] if outs is not None else [None] * n
-    tdirs = [Path(t) if t else None for t in teacher_dirs] if teacher_dirs is not None else [None] * n
-    tdirs = [t if t is not None else (o / 'teacher' if o is not None else None) for t, o in zip(tdirs, outs)]
-    sids = [student_id(*p) for p in parts]
-    outs = [check_out(o, s, force) for o, s in zip(outs, sids)]         # every folder is checked before anything trains
-    for p, t in zip(parts, tdirs): check_out(t, run_id(p[0]), force)
-    records = [finished_record(o, s) for o, s in zip(outs, sids)]
+    st = _students(cfgs, outs, teacher_dirs, force)
+    records = [finished_record(o, s) for o, s in zip(st.outs, st.sids)]
     for r in records:
         if r is not None: r['reused'] = True
-    todo = [i for i in range(n) if records[i] is None]
+    todo = [i for i in range(len(st.parts)) if records[i] is None]
     if not todo: return records
-    keys = {group_key(parts[i][1]) for i in todo}
+    keys = {group_key(st.parts[i][1]) for i in todo}
     if len(keys) > 1 or (len(todo) > 1 and None in keys):            # students that cannot share one group: one call per group
-        for g in group_configs([parts[i][1] for i in todo]):
+        for g in group_configs([st.parts[i][1] for i in todo]):
             sub = [todo[j] for j in g]
-            for i, r in zip(sub, distill_group([cfgs[i] for i in sub], [outs[i] for i in sub], [tdirs[i] for i in sub], progress, force)): records[i] = r
+            for i, r in zip(sub, distill_group([cfgs[i] for i in sub], [st.outs[i] for i in sub], [st.tdirs[i] for i in sub], progress, force)): records[i] = r
         return records
-    t0 = time.time()
-    s0 = parts[todo[0]][1]
+    t0, s0 = time.time(), st.parts[todo[0]][1]
     dev = get_device(s0.device)                                     # the hardware is checked here, when the runs start
-    data = make_noisy_data(s0.dataset, s0.noise, s0.rho, s0.seed, s0.val_fraction, s0.data_root or None, device=dev)
-    # 1. teachers: reuse the finished ones, train the others as groups (weights before records)
-    teachers, need = {}, {}
+    st.data = make_noisy_data(s0.dataset, s0.noise, s0.rho, s0.seed, s0.val_fraction, s0.data_root or None, device=dev)
+    st.teachers = _teachers(st, todo, progress, force)
+    losses, errors = _student_losses(st, todo)
+    st.ok = [i for i, _ in losses]
+    if st.ok:
+        ck, L = checkpoint_path([st.outs[i] for i in st.ok], [st.sids[i] for i in st.ok], 'students'), st.data.num_classes
+        y, yv = (t.expand(len(st.ok), -1).contiguous() for t in (st.data.y_train, st.data.y_val))
+        st.res = fit(s0, st.data, [init_model(st.parts[i][1], st.data.input_shape, L) for i in st.ok], y, yv, GroupLoss([l for _, l in losses], L, dev),
+                     ckpt=ck, ident=[st.sids[i] for i in st.ok], progress=progress, desc=f'{len(st.ok)} student(s)')
+    st.wall = time.time() - t0
     for i in todo:
-        tcfg, tdir = parts[i][0], tdirs[i]
-        tid = run_id(tcfg)
-        if tid in teachers or tid in need: continue
-        found = _teacher(tcfg, tdir, data) if tdir is not None else None
-        if found is not None: teachers[tid] = found
-        else:
-            if tdir is not None: (tdir / 'run.json').unlink(missing_ok=True)   # a record without weights is trained again
-            need[tid] = (tcfg, tdir)
-    tl = list(need.values())
-    for g in group_configs([c for c, _ in tl]):
-        for j, rec in zip(g, train_group([tl[j][0] for j in g], [tl[j][1] for j in g], progress=progress, data=data,
-                                         keep_models=True, save_models=True, force=force)):
-            teachers[rec['run']['run_id']] = rec
-    # 2. soft targets; 3. all students as one group
-    L = data.num_classes
-    losses, errors, logits_of = [], {}, {}
-    for i in todo:
-        tcfg, scfg, tau, w = parts[i]
-        trec = teachers[run_id(tcfg)]
-        if trec['run']['status'] != 'done' or trec.get('model') is None:
-            errors[i] = f"the teacher did not train ({trec['run']['status']}: {trec['run'].get('error')}); no student can be distilled"
-            continue
-        tid = run_id(tcfg)
-        if tid not in logits_of: logits_of[tid] = predict(trec['model'], data, data.x_train)
-        hard = run_loss(scfg, L, noise_info=data.noise) if w > 0 else RunLoss(M=np.eye(L))
-        losses.append((i, RunLoss(M=hard.M, T=hard.T, soft=torch.softmax(logits_of[tid] / tau, 1), tau=tau, weight=w)))
-    res = None
-    if losses:
-        ok = [i for i, _ in losses]
-        ck = checkpoint_path([outs[i] for i in ok], [sids[i] for i in ok], 'students')
-        y = data.y_train.expand(len(ok), -1).contiguous(); yv = data.y_val.expand(len(ok), -1).contiguous()
-        res = fit(s0, data, [init_model(parts[i][1], data.input_shape, L) for i in ok], y, yv, GroupLoss([l for _, l in losses], L, dev),
-                  ckpt=ck, ident=[sids[i] for i in ok], progress=progress, desc=f'{len(ok)} student(s)')
-    wall = time.time() - t0
-    ok = [i for i, _ in losses]
-    for i in todo:
-        tcfg, scfg, tau, w = parts[i]
-        trec = teachers[run_id(tcfg)]
-        pos = ok.index(i) if i in ok else None
-        teacher = {'run_id': trec['run']['run_id'], 'config': trec['run']['config'], 'dir': str(tdirs[i]) if tdirs[i] else None,
-                   'final': trec['metrics']['final'], 'best': trec['metrics']['best']}
-        execution = {'group_size': len(ok), 'position': pos, 'run_ids': [sids[j] for j in ok], 'group_wall_s': wall} if pos is not None else None
-        rec = make_record(scfg, sids[i], data.noise, res['runs'][pos] if pos is not None else None,
-                          {'epochs': res['epochs'] if res else 0, 'steps': res['steps'] if res else 0}, res['device'] if res else dev,
-                          wall / max(len(ok), 1), method_T(scfg, L, noise_info=data.noise) if w > 0 else None, errors.get(i), execution,
-                          y_test=data.y_test, kind='student', tau=tau, distill_weight=w, teacher=teacher)
-        rec['run']['config'].update(tau=tau, distill_weight=w)
-        if outs[i] is not None: write_record(outs[i], rec)
-        rec['model'] = res['model'].run(pos) if pos is not None else None
-        records[i] = rec
-    for tid in {run_id(parts[i][0]) for i in todo}:                 # the teachers list their students
-        tds = {tdirs[i] for i in todo if run_id(parts[i][0]) == tid and tdirs[i] is not None}
-        for td in tds:
-            if run_status(td)[0] == 'done': _link_students(td, [sids[i] for i in todo if run_id(parts[i][0]) == tid and outs[i] is not None])
-    if res is not None: drop_checkpoints(ck)
+        records[i] = _student_record(st, i, dev, errors.get(i))
+        if st.outs[i] is not None: write_record(st.outs[i], records[i])
+    for tid in {run_id(st.parts[i][0]) for i in todo}:              # the teachers list their students
+        for td in {st.tdirs[i] for i in todo if run_id(st.parts[i][0]) == tid and st.tdirs[i] is not None}:
+            if run_status(td)[0] == 'done': _link_students(td, [st.sids[i] for i in todo if run_id(st.parts[i][0]) == tid and st.outs[i] is not None])
+    if st.res is not None: drop_checkpoints(ck)
     return records
 
+# %% ../nbs/09_distill.ipynb #7b8233de-2
 def distill(cfg:DistillConfig|dict, # the distillation config
             out:str|Path|None=None, # student directory; the teacher goes to out/teacher unless teacher_dir is given
             teacher_dir:str|Path|None=None, # where the teacher's record and weights live (shared by several students)

@@ -8,6 +8,7 @@ import hashlib, json, os, re, shutil, subprocess, sys, time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
+from fastcore.basics import patch
 from .core import atomic_write
 
 # %% auto #0
@@ -42,6 +43,7 @@ def site_sections(nbs:Path) -> list:
     if dup: raise ValueError(f"nbs: two notebooks would share the page name(s) {dup}; rename one")
     return sections
 
+# %% ../nbs/14_docs.ipynb #484da795-1
 def site_notebooks(nbs:Path) -> list:
     "The notebooks of the site, in navigation order: the index, then each section's notebooks by name."
     return [p for _, group in site_sections(nbs) for p in group]
@@ -64,15 +66,30 @@ def split_title_cell(md:str):
     while i < len(lines) and lines[i].startswith('>'): desc.append(lines[i][1:].strip()); i += 1
     return lines[0][2:].strip(), ' '.join(desc) or None, '\n'.join(lines[i:]).strip('\n')
 
+# %% ../nbs/14_docs.ipynb #874632a0-1
+def _execute_all(src:Path, threads:int, flags:list):
+    "An nbdev processor that executes every runnable cell of `src` in one shell, after the show_doc cells are added."
+    from execnb.shell import CaptureShell
+    from nbdev.process import Processor
+    class execute_all(Processor):
+        def begin(self):
+            k = CaptureShell(src)
+            k.run_cell('from nbdev.showdoc import show_doc')
+            if threads: k.run_cell(f'import torch; torch.set_num_threads({int(threads)})')
+            try: k.run_all(self.nb, exc_stop=True, preproc=lambda c: _skip_cell(c, flags))
+            except Exception:
+                raise RuntimeError(f"{src.name}: a cell failed while executing for the docs:\n{k.prettytb(fname=src)}") from None
+    return execute_all
+
+# %% ../nbs/14_docs.ipynb #874632a0-3
 def process_notebook(src:str, threads:int=0,
                      execute:bool=True, # False: keep the outputs committed with the notebook (only its API entries are made)
                     ) -> dict:
     "Run nbdev's docs processors on notebook `src`, executing all of it (or keeping its committed outputs); return the processed notebook as a dict."
     from fastcore.xtras import working_directory
     from execnb.nbio import read_nb, nb2dict
-    from execnb.shell import CaptureShell
     from nbdev.config import get_config
-    from nbdev.process import NBProcessor, Processor
+    from nbdev.process import NBProcessor
     from nbdev.processors import FilterDefaults, add_show_docs, exec_show_docs
     src = Path(src).resolve()
     raw = json.loads(src.read_text(encoding='utf-8'))
@@ -82,21 +99,10 @@ def process_notebook(src:str, threads:int=0,
     if threads:
         os.environ.update({k: str(threads) for k in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS')})
     flags = get_config(cfg_name='settings.ini', path=src.parent).get('tst_flags', '').split()
-
-    class execute_all(Processor):
-        "Execute every runnable cell, after the show_doc cells are added."
-        def begin(self):
-            k = CaptureShell(src)
-            k.run_cell('from nbdev.showdoc import show_doc')
-            if threads: k.run_cell(f'import torch; torch.set_num_threads({int(threads)})')
-            try: k.run_all(self.nb, exc_stop=True, preproc=lambda c: _skip_cell(c, flags))
-            except Exception:
-                raise RuntimeError(f"{src.name}: a cell failed while executing for the docs:\n{k.prettytb(fname=src)}") from None
-
     procs = FilterDefaults().procs()                 # with the committed outputs: nbdev's own step runs the exports and show_doc cells
     if execute:
         procs = [p for p in procs if p is not exec_show_docs]
-        procs.insert(procs.index(add_show_docs) + 1, execute_all)
+        procs.insert(procs.index(add_show_docs) + 1, _execute_all(src, threads, flags))
     import warnings
     with working_directory(src.parent), warnings.catch_warnings():
         if not execute: warnings.filterwarnings('ignore', message='Found cells containing imports')   # nbdev's note on narrative notebooks
@@ -104,11 +110,12 @@ def process_notebook(src:str, threads:int=0,
         NBProcessor(nb=nb, procs=procs).process()
     d = nb2dict(nb)
     head = dict(getattr(nb, 'frontmatter_', {}) or {})
-    # nbdev keeps only the first line of the description and drops the rest of the title cell; the page keeps all of it
-    if title: head.update(title=title, description=description, rest=rest)
+    if title: head.update(                 # nbdev keeps the description's first line only; the page keeps the whole title cell
+        title=title, description=description, rest=rest)
     d.setdefault('metadata', {})['lsnoise_frontmatter'] = head
     return d
 
+# %% ../nbs/14_docs.ipynb #874632a0-2
 def _execute_timed(src:str, threads:int=0, execute:bool=True):
     t = time.time(); d = process_notebook(src, threads, execute)
     return d, time.time() - t
@@ -148,6 +155,7 @@ def slugify(text:str) -> str:
     except ImportError: from myst_parser.mdit_to_docutils.base import default_slugify as github_slugify
     return github_slugify(text)
 
+# %% ../nbs/14_docs.ipynb #8e5634b6-1
 class Normaliser:
     "Rewrites processed notebooks into MyST notebooks for one site."
     def __init__(self, nbs:Path, pages:dict, doc_url:str, git_url:str, branch:str='main', built:set|None=None):
@@ -166,95 +174,112 @@ class Normaliser:
         if target in self.page_set: return self._rel(page, target) + '.ipynb' + (f'#{anchor}' if anchor else '')
         return f"{self.doc_url}/{target}.html" + (f'#{anchor}' if anchor else '')
 
-    def link(self, page:str, url:str) -> str:
-        "Rewrite one link target found on `page`."
-        if url.startswith(self.doc_url + '/'):
-            path, _, anchor = url[len(self.doc_url) + 1:].partition('#')
-            target = re.sub(r'\.html$', '', path)
-            return self._page_link(page, target, slugify(anchor) if anchor else '') if target in self.pages.values() else url
-        if re.match(r'^[a-z][a-z0-9+.-]*:|^#|^/', url): return url
-        path, _, anchor = url.partition('#')
-        here = (self.nbs / (os.path.dirname(page) or '.')).resolve()
-        target = (here / path).resolve()
-        try: rel_nbs = target.relative_to(self.nbs.resolve()).as_posix()
-        except ValueError: rel_nbs = None
-        if rel_nbs in self.pages: return self._page_link(page, self.pages[rel_nbs], anchor)
-        root = self.nbs.resolve().parent
-        try: rel_root = target.relative_to(root).as_posix()
-        except ValueError: return url
-        if not target.exists(): return url   # left as written: Sphinx reports it, and the strict build fails
-        if rel_root.startswith('figures/'): return '/' + rel_root   # figures are copied into the site's source
-        return f"{self.git_url}/blob/{self.branch}/{rel_root}" + (f'#{anchor}' if anchor else '')
+# %% ../nbs/14_docs.ipynb #8e5634b6-2
+@patch
+def link(self:Normaliser, page:str, url:str) -> str:
+    "Rewrite one link target found on `page`."
+    if url.startswith(self.doc_url + '/'):
+        path, _, anchor = url[len(self.doc_url) + 1:].partition('#')
+        target = re.sub(r'\.html$', '', path)
+        return self._page_link(page, target, slugify(anchor) if anchor else '') if target in self.pages.values() else url
+    if re.match(r'^[a-z][a-z0-9+.-]*:|^#|^/', url): return url
+    path, _, anchor = url.partition('#')
+    here = (self.nbs / (os.path.dirname(page) or '.')).resolve()
+    target = (here / path).resolve()
+    try: rel_nbs = target.relative_to(self.nbs.resolve()).as_posix()
+    except ValueError: rel_nbs = None
+    if rel_nbs in self.pages: return self._page_link(page, self.pages[rel_nbs], anchor)
+    root = self.nbs.resolve().parent
+    try: rel_root = target.relative_to(root).as_posix()
+    except ValueError: return url
+    if not target.exists(): return url   # left as written: Sphinx reports it, and the strict build fails
+    if rel_root.startswith('figures/'): return '/' + rel_root   # figures are copied into the site's source
+    return f"{self.git_url}/blob/{self.branch}/{rel_root}" + (f'#{anchor}' if anchor else '')
 
-    def markdown(self, page:str, md:str, heading_base:int|None=None) -> str:
-        "Normalise markdown text of `page`; with `heading_base`, its shallowest heading moves to that level."
-        out = []
-        levels = [len(m) for m in re.findall(r'^(#{1,6}) ', md, flags=re.M)] if heading_base else []
-        shift = heading_base - min(levels) if levels else 0
-        for is_code, text in _split_fences(md):
-            if not is_code:
-                text = re.sub(r'(\]\([^()\s]*(?:\([^()\s]*\))?[^()\s]*\))\{[^{}]*\}', r'\1', text)   # pandoc link attributes
-                text = re.sub(r'(!?\[[^\]]*\]\()([^()\s]+)(\))', lambda m: m.group(1) + self.link(page, m.group(2)) + m.group(3), text)
-                text = re.sub(r'(?<![\[\w])`(\d+[a-z]?_\w+)`(?![\]\w])',
-                              lambda m: f"[`{m.group(1)}`]({self._page_link(page, self.stems[m.group(1)])})" if m.group(1) in self.stems else m.group(0), text)
-                if shift: text = re.sub(r'^(#{1,6}) ', lambda m: '#' * min(6, len(m.group(1)) + shift) + ' ', text, flags=re.M)
-            out.append(text)
-        return '\n'.join(out)
+# %% ../nbs/14_docs.ipynb #8e5634b6-3
+@patch
+def markdown(self:Normaliser, page:str, md:str, heading_base:int|None=None) -> str:
+    "Normalise markdown text of `page`; with `heading_base`, its shallowest heading moves to that level."
+    out = []
+    levels = [len(m) for m in re.findall(r'^(#{1,6}) ', md, flags=re.M)] if heading_base else []
+    shift = heading_base - min(levels) if levels else 0
+    for is_code, text in _split_fences(md):
+        if not is_code:
+            text = re.sub(r'(\]\([^()\s]*(?:\([^()\s]*\))?[^()\s]*\))\{[^{}]*\}', r'\1', text)   # pandoc link attributes
+            text = re.sub(r'(!?\[[^\]]*\]\()([^()\s]+)(\))', lambda m: m.group(1) + self.link(page, m.group(2)) + m.group(3), text)
+            text = re.sub(r'(?<![\[\w])`(\d+[a-z]?_\w+)`(?![\]\w])',
+                          lambda m: f"[`{m.group(1)}`]({self._page_link(page, self.stems[m.group(1)])})" if m.group(1) in self.stems else m.group(0), text)
+            if shift: text = re.sub(r'^(#{1,6}) ', lambda m: '#' * min(6, len(m.group(1)) + shift) + ' ', text, flags=re.M)
+        out.append(text)
+    return '\n'.join(out)
 
-    def notebook(self, nb:dict, rel:str) -> dict:
-        "The MyST notebook of the processed notebook `nb` (path `rel` relative to `nbs`)."
-        page = self.pages[rel]
-        fm = nb.get('metadata', {}).get('lsnoise_frontmatter', {})
-        cells, level = [], 1
-        title = fm.get('title') or page
-        head = f"# {title}"
-        if fm.get('description'): head += f"\n\n```{{container}} lead\n{fm['description'].strip()}\n```"
-        if fm.get('rest'): head += '\n\n' + fm['rest']
-        cells.append(self._md(self.markdown(page, head)))
-        level = len(re.findall(r'^(#{1,6}) ', head, flags=re.M)[-1])
-        for c in nb['cells']:
-            src = ''.join(c.get('source', ''))
-            if c['cell_type'] == 'raw' and src.lstrip().startswith('---'): continue
-            if c['cell_type'] == 'markdown':
-                if re.fullmatch(r'\s*<!--\s*WARNING: THIS FILE WAS AUTOGENERATED!.*?-->\s*', src, flags=re.S): continue
-                if re.match(r'\s*#\s', src) and not fm.get('title') and len(cells) == 1: continue
-                md = self.markdown(page, src)
-                found = re.findall(r'^(#{1,6}) ', md, flags=re.M)
-                if found: level = len(found[-1])
-                cells.append(self._md(md)); continue
-            if c['cell_type'] != 'code': continue
-            lines = src.split('\n')
-            direc = {m.group(1): m.group(2).strip() for l in lines if (m := re.match(r'^#\|\s*([\w-]+):?(.*)$', l))}
-            code = '\n'.join(l for l in lines if not l.startswith('#|')).strip('\n')
-            if re.match(r'^show_doc\(', code):
-                mds = [''.join(o['data']['text/markdown']) for o in c.get('outputs', []) if 'text/markdown' in o.get('data', {})]
-                for md in mds:
-                    md = re.sub(r'^\s*---\s*\n', '', md)                 # the rule nbdev puts above each entry
-                    src_link = re.search(r'^\[source\]\(([^()\s]+)\)(\{[^{}]*\})?\s*$', md, flags=re.M)
-                    if src_link: md = md[:src_link.start()] + md[src_link.end():]
-                    md = re.sub(r'^(#{1,6}) ([\w.]+)\s*$', r'\1 `\2`', md, count=1, flags=re.M)   # the entry's name, as code
-                    md = self.markdown(page, md.strip('\n'), heading_base=min(6, level + 1))
-                    if src_link: md = re.sub(r'^(#{1,6} .*)$', lambda m: m.group(1) + f"\n\n[source]({src_link.group(1)}){{.api-source}}", md, count=1, flags=re.M)
-                    cells.append(self._md(md))
-                continue
-            outputs = [self._output(page, o) for o in c.get('outputs', [])]
-            if not code and not outputs: continue
-            tags = ['remove-input'] if direc.get('echo', '').lower() == 'false' else []
-            meta = {'tags': tags} if tags else {}
-            cells.append({'cell_type': 'code', 'metadata': meta, 'source': code, 'execution_count': None, 'outputs': outputs})
-        for i, c in enumerate(cells): c['id'] = f'cell-{i}'
-        return {'cells': cells, 'nbformat': 4, 'nbformat_minor': 5,
-                'metadata': {'kernelspec': {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'},
-                             'language_info': {'name': 'python'}}}
+# %% ../nbs/14_docs.ipynb #8e5634b6-4
+@patch
+def _api_entries(self:Normaliser, page:str, c:dict, level:int) -> list:
+    "The markdown cells of a `show_doc` cell's entries: one level below the section, the name as code, the `[source]` link under the heading."
+    cells = []
+    for md in [''.join(o['data']['text/markdown']) for o in c.get('outputs', []) if 'text/markdown' in o.get('data', {})]:
+        md = re.sub(r'^\s*---\s*\n', '', md)                 # the rule nbdev puts above each entry
+        src_link = re.search(r'^\[source\]\(([^()\s]+)\)(\{[^{}]*\})?\s*$', md, flags=re.M)
+        if src_link: md = md[:src_link.start()] + md[src_link.end():]
+        md = re.sub(r'^(#{1,6}) ([\w.]+)\s*$', r'\1 `\2`', md, count=1, flags=re.M)   # the entry's name, as code
+        md = self.markdown(page, md.strip('\n'), heading_base=min(6, level + 1))
+        if src_link: md = re.sub(r'^(#{1,6} .*)$', lambda m: m.group(1) + f"\n\n[source]({src_link.group(1)}){{.api-source}}", md, count=1, flags=re.M)
+        cells.append(self._md(md))
+    return cells
 
-    def _md(self, text:str) -> dict: return {'cell_type': 'markdown', 'metadata': {}, 'source': text}
+@patch
+def _title(self:Normaliser, page:str, fm:dict) -> dict:
+    "The page's title cell, from the notebook's front matter: title, lead paragraph, the rest of the title cell."
+    head = f"# {fm.get('title') or page}"
+    if fm.get('description'): head += f"\n\n```{{container}} lead\n{fm['description'].strip()}\n```"
+    if fm.get('rest'): head += '\n\n' + fm['rest']
+    return self._md(self.markdown(page, head))
 
-    def _output(self, page:str, o:dict) -> dict:
-        o = json.loads(json.dumps(o))
-        if o.get('output_type') == 'execute_result': o['execution_count'] = None
-        data = o.get('data', {})
-        if 'text/markdown' in data: data['text/markdown'] = self.markdown(page, ''.join(data['text/markdown']))
-        return o
+# %% ../nbs/14_docs.ipynb #8e5634b6-5
+@patch
+def notebook(self:Normaliser, nb:dict, rel:str) -> dict:
+    "The MyST notebook of the processed notebook `nb` (path `rel` relative to `nbs`)."
+    page = self.pages[rel]
+    fm = nb.get('metadata', {}).get('lsnoise_frontmatter', {})
+    cells = [self._title(page, fm)]
+    level = len(re.findall(r'^(#{1,6}) ', cells[0]['source'], flags=re.M)[-1])
+    for c in nb['cells']:
+        src = ''.join(c.get('source', ''))
+        if c['cell_type'] == 'raw' and src.lstrip().startswith('---'): continue
+        if c['cell_type'] == 'markdown':
+            if re.fullmatch(r'\s*<!--\s*WARNING: THIS FILE WAS AUTOGENERATED!.*?-->\s*', src, flags=re.S): continue
+            if re.match(r'\s*#\s', src) and not fm.get('title') and len(cells) == 1: continue
+            md = self.markdown(page, src)
+            found = re.findall(r'^(#{1,6}) ', md, flags=re.M)
+            if found: level = len(found[-1])
+            cells.append(self._md(md)); continue
+        if c['cell_type'] != 'code': continue
+        lines = src.split('\n')
+        direc = {m.group(1): m.group(2).strip() for l in lines if (m := re.match(r'^#\|\s*([\w-]+):?(.*)$', l))}
+        code = '\n'.join(l for l in lines if not l.startswith('#|')).strip('\n')
+        if re.match(r'^show_doc\(', code): cells += self._api_entries(page, c, level); continue
+        outputs = [self._output(page, o) for o in c.get('outputs', [])]
+        if not code and not outputs: continue
+        tags = ['remove-input'] if direc.get('echo', '').lower() == 'false' else []
+        cells.append({'cell_type': 'code', 'metadata': {'tags': tags} if tags else {}, 'source': code, 'execution_count': None, 'outputs': outputs})
+    for i, c in enumerate(cells): c['id'] = f'cell-{i}'
+    return {'cells': cells, 'nbformat': 4, 'nbformat_minor': 5,
+            'metadata': {'kernelspec': {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'},
+                         'language_info': {'name': 'python'}}}
+
+# %% ../nbs/14_docs.ipynb #8e5634b6-6
+@patch
+def _md(self:Normaliser, text:str) -> dict: return {'cell_type': 'markdown', 'metadata': {}, 'source': text}
+
+@patch
+def _output(self:Normaliser, page:str, o:dict) -> dict:
+    "A copy of one output with its markdown normalised and no execution count."
+    o = json.loads(json.dumps(o))
+    if o.get('output_type') == 'execute_result': o['execution_count'] = None
+    data = o.get('data', {})
+    if 'text/markdown' in data: data['text/markdown'] = self.markdown(page, ''.join(data['text/markdown']))
+    return o
 
 # %% ../nbs/14_docs.ipynb #b4b89a78
 MATHJAX_VERSION = '3'
@@ -320,6 +345,7 @@ mathjax_path = {mathjax_path!r}
 smartquotes = False                 # keep --flags and 'quotes' in prose as written
 '''
 
+# %% ../nbs/14_docs.ipynb #d255bdb0-1
 def toctree(sections:list) -> str:
     "Hidden toctrees, one per navigation section: [(caption, [page, ...]), ...]."
     return '\n\n'.join(f"```{{toctree}}\n:hidden:\n:caption: {cap}\n\n" + '\n'.join(pages) + "\n```" for cap, pages in sections if pages)
@@ -333,32 +359,13 @@ def _read_settings(root:Path) -> dict:
     p = ConfigParser(delimiters=['=']); p.read(root / 'settings.ini', encoding='utf-8')
     return dict(p['DEFAULT'])
 
+# %% ../nbs/14_docs.ipynb #fe9bc290-1
 def _write_if_changed(path:Path, text:str) -> None:
     if not path.exists() or path.read_text(encoding='utf-8') != text: atomic_write(path, lambda t: t.write_text(text, encoding='utf-8'))
 
-def build_site(root:str|Path='.', # repository root (settings.ini, nbs/, figures/)
-               site:str|Path|None=None, # output folder of the static site (default: root/_site)
-               build:str|Path|None=None, # work folder: executed notebooks, Sphinx sources, MathJax (default: root/_build)
-               mathjax:str='auto', # 'local', 'auto' (local, else the CDN) or 'cdn'
-               workers:int=2, # notebooks executed in parallel
-               force:bool=False, # re-execute every notebook, ignoring the cache
-               only:list|None=None, # page names to include besides the index (default: all); for quick previews
-               say=print, # progress messages
-               install_mathjax:bool=True, # install MathJax with npm if it is missing (False: a missing MathJax is an error)
-               committed:tuple=(), # stems of notebooks shown with their committed outputs, not executed (see `execute_notebooks`)
-              ) -> dict:
-    "Build the docs site from the notebooks; return a summary. Raises `DocsBuildError` naming the failing notebook or warnings."
-    if mathjax not in ('local', 'auto', 'cdn'): raise ValueError(f"mathjax must be one of 'local', 'auto', 'cdn', got {mathjax!r}")
-    if not isinstance(workers, int) or workers < 1: raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
-    t0 = time.time()
-    start = Path(root).resolve()
-    root = next((d for d in (start, *start.parents) if (d / 'settings.ini').exists()), None)   # as nbdev finds its config
-    if root is None: raise DocsBuildError(f"root: no settings.ini in {start} or any folder above it")
-    cfg = _read_settings(root)
-    nbs = root / cfg.get('nbs_path', 'nbs')
-    site = Path(site).resolve() if site else root / '_site'
-    check_site_folder(site, root)
-    build = Path(build).resolve() if build else root / '_build'
+# %% ../nbs/14_docs.ipynb #fe9bc290-2
+def _site_pages(nbs:Path, only:list|None) -> tuple:
+    "(sections, {notebook path relative to nbs: page name}) of the site, cut down to `only` (and the index) when given."
     rel = lambda p: p.relative_to(nbs).as_posix()
     sections = site_sections(nbs)
     pages = {rel(p): page_name(p, nbs) for _, group in sections for p in group}
@@ -366,17 +373,15 @@ def build_site(root:str|Path='.', # repository root (settings.ini, nbs/, figures
         unknown = sorted(set(only) - set(pages.values()))
         if unknown: raise ValueError(f"only: unknown page(s) {unknown}; pages are {sorted(pages.values())}")
         sections = [(cap, [p for p in group if pages[rel(p)] in set(only) | {'index'}]) for cap, group in sections]
-    notebooks = [p for _, group in sections for p in group]
+    return sections, pages
 
-    # 1. execute (cached)
-    executed, fresh = execute_notebooks(root, notebooks, build, workers, force, committed, say)
-    # 2. normalise into the Sphinx source folder
-    src = build / 'src'
-    norm = Normaliser(nbs, pages, cfg.get('doc_host', '') + cfg.get('doc_baseurl', ''), cfg.get('git_url', ''), cfg.get('branch', 'main'),
-                      built={pages[rel(p)] for p in notebooks})
-    wanted = set()
+def _write_sources(src:Path, root:Path, norm:Normaliser, sections:list, executed:dict):
+    "The Sphinx source folder: one MyST notebook per page (the index with the navigation), the figures, the stylesheet."
+    nbs, pages = norm.nbs, norm.pages
+    rel = lambda p: p.relative_to(nbs).as_posix()
     nav = [(cap, [pages[rel(p)] for p in group]) for cap, group in sections if cap]
-    for p in notebooks:
+    wanted = set()
+    for p in [p for _, group in sections for p in group]:
         nb = norm.notebook(executed[rel(p)], rel(p))
         if pages[rel(p)] == 'index': nb['cells'].append(norm._md(toctree(nav)))
         out = src / (pages[rel(p)] + '.ipynb'); wanted.add(out)
@@ -385,24 +390,27 @@ def build_site(root:str|Path='.', # repository root (settings.ini, nbs/, figures
         if old not in wanted: old.unlink()
     if (src / 'figures').exists(): shutil.rmtree(src / 'figures')
     if (root / 'figures').exists(): shutil.copytree(root / 'figures', src / 'figures', ignore=shutil.ignore_patterns('*.pdf', '*.md'))
-    static = src / '_static'; static.mkdir(parents=True, exist_ok=True)
-    _write_if_changed(static / 'lsnoise.css', CSS)
+    (src / '_static').mkdir(parents=True, exist_ok=True)
+    _write_if_changed(src / '_static' / 'lsnoise.css', CSS)
 
-    # 3. MathJax
-    mj_path = MATHJAX_CDN
-    if mathjax != 'cdn':
-        try:
-            es5 = local_mathjax(build, say, install=install_mathjax)
-            if (static / 'mathjax').exists(): shutil.rmtree(static / 'mathjax')
-            shutil.copytree(es5, static / 'mathjax')
-            mj_path = 'mathjax/tex-mml-chtml.js'
-        except RuntimeError as e:
-            if mathjax == 'local': raise DocsBuildError(str(e)) from None
-            say(f"[docs] {e}; the site loads MathJax from {MATHJAX_CDN} instead")
-    elif (static / 'mathjax').exists(): shutil.rmtree(static / 'mathjax')
-    _write_if_changed(src / 'conf.py', conf_py(cfg, mj_path))
+# %% ../nbs/14_docs.ipynb #fe9bc290-3
+def _site_mathjax(mathjax:str, build:Path, static:Path, say, install:bool) -> str:
+    "The MathJax path the pages load: a local copy in `_static/` unless `mathjax` is 'cdn' (or 'auto' and none can be had)."
+    if mathjax == 'cdn':
+        if (static / 'mathjax').exists(): shutil.rmtree(static / 'mathjax')
+        return MATHJAX_CDN
+    try:
+        es5 = local_mathjax(build, say, install=install)
+        if (static / 'mathjax').exists(): shutil.rmtree(static / 'mathjax')
+        shutil.copytree(es5, static / 'mathjax')
+        return 'mathjax/tex-mml-chtml.js'
+    except RuntimeError as e:
+        if mathjax == 'local': raise DocsBuildError(str(e)) from None
+        say(f"[docs] {e}; the site loads MathJax from {MATHJAX_CDN} instead")
+        return MATHJAX_CDN
 
-    # 4. strict Sphinx build into a fresh folder, then swap it in
+def _sphinx_build(src:Path, build:Path, site:Path, say):
+    "A strict Sphinx build into a fresh folder, swapped in for the site only when it succeeded."
     html = build / 'html'
     if html.exists(): shutil.rmtree(html)
     say("[docs] sphinx-build -W --keep-going -E ...")
@@ -418,6 +426,39 @@ def build_site(root:str|Path='.', # repository root (settings.ini, nbs/, figures
     if site.exists(): site.rename(old)
     shutil.move(str(html), str(site))
     if old.exists(): shutil.rmtree(old)
+
+# %% ../nbs/14_docs.ipynb #fe9bc290-4
+def build_site(root:str|Path='.', # repository root (settings.ini, nbs/, figures/)
+               site:str|Path|None=None, # output folder of the static site (default: root/_site)
+               build:str|Path|None=None, # work folder: executed notebooks, Sphinx sources, MathJax (default: root/_build)
+               mathjax:str='auto', # 'local', 'auto' (local, else the CDN) or 'cdn'
+               workers:int=2, # notebooks executed in parallel
+               force:bool=False, # re-execute every notebook, ignoring the cache
+               only:list|None=None, # page names to include besides the index (default: all); for quick previews
+               say=print, # progress messages
+               install_mathjax:bool=True, # install MathJax with npm if it is missing (False: a missing MathJax is an error)
+               committed:tuple=(), # stems of notebooks shown with their committed outputs, not executed (see `execute_notebooks`)
+              ) -> dict:
+    "Build the docs site from the notebooks; return a summary. Raises `DocsBuildError` naming the failing notebook or warnings."
+    if mathjax not in ('local', 'auto', 'cdn'): raise ValueError(f"mathjax must be one of 'local', 'auto', 'cdn', got {mathjax!r}")
+    if not isinstance(workers, int) or workers < 1: raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    t0, start = time.time(), Path(root).resolve()
+    root = next((d for d in (start, *start.parents) if (d / 'settings.ini').exists()), None)   # as nbdev finds its config
+    if root is None: raise DocsBuildError(f"root: no settings.ini in {start} or any folder above it")
+    cfg = _read_settings(root)
+    nbs = root / cfg.get('nbs_path', 'nbs')
+    site = Path(site).resolve() if site else root / '_site'
+    check_site_folder(site, root)
+    build = Path(build).resolve() if build else root / '_build'
+    sections, pages = _site_pages(nbs, only)
+    notebooks = [p for _, group in sections for p in group]
+    executed, fresh = execute_notebooks(root, notebooks, build, workers, force, committed, say)
+    norm = Normaliser(nbs, pages, cfg.get('doc_host', '') + cfg.get('doc_baseurl', ''), cfg.get('git_url', ''), cfg.get('branch', 'main'),
+                      built={pages[p.relative_to(nbs).as_posix()] for p in notebooks})
+    _write_sources(build / 'src', root, norm, sections, executed)
+    mj_path = _site_mathjax(mathjax, build, build / 'src' / '_static', say, install_mathjax)
+    _write_if_changed(build / 'src' / 'conf.py', conf_py(cfg, mj_path))
+    _sphinx_build(build / 'src', build, site, say)
     summary = {'site': str(site), 'pages': len(notebooks), 'executed': fresh, 'cached': len(notebooks) - fresh,
                'mathjax': 'local' if mj_path != MATHJAX_CDN else 'cdn', 'seconds': round(time.time() - t0, 1)}
     say(f"[docs] {summary['pages']} pages in {site} ({summary['executed']} executed, {summary['cached']} cached, MathJax {summary['mathjax']}) in {summary['seconds']} s")
@@ -425,6 +466,21 @@ def build_site(root:str|Path='.', # repository root (settings.ini, nbs/, figures
     return summary
 
 # %% ../nbs/14_docs.ipynb #d0c50002
+def _from_cache(root:Path, nbs:Path, notebooks:list, build:Path, force:bool, committed:tuple) -> tuple:
+    "({path under nbs: processed notebook} read from the cache, [(notebook, key, cache file, run it?)] still to process)."
+    executed, todo = {}, []
+    for p in notebooks:
+        run, name = p.stem not in committed, p.relative_to(nbs).as_posix()
+        key, cache = execution_key(p, root) + ('' if run else '-committed'), build / 'executed' / (name + '.json')
+        if not force and cache.exists():
+            try:
+                d = json.loads(cache.read_text(encoding='utf-8'))
+                if d.get('key') == key: executed[name] = d['nb']; continue
+            except (json.JSONDecodeError, KeyError): pass
+        todo.append((p, key, cache, run))
+    return executed, todo
+
+# %% ../nbs/14_docs.ipynb #d0c50002-1
 def execute_notebooks(root:Path, # the repository (settings.ini, lsnoise/, results/)
                       notebooks:list, # the notebooks, under root/nbs
                       build:Path, # the work folder: executed copies go to build/executed/
@@ -436,24 +492,15 @@ def execute_notebooks(root:Path, # the repository (settings.ini, lsnoise/, resul
     "({path under nbs: processed notebook}, how many were processed now rather than read from the cache); a DocsBuildError lists every failure."
     nbs = root / _read_settings(root).get('nbs_path', 'nbs')
     rel = lambda p: p.relative_to(nbs).as_posix()
-    executed, todo = {}, []
-    for p in notebooks:
-        run = p.stem not in committed
-        key, cache = execution_key(p, root) + ('' if run else '-committed'), build / 'executed' / (rel(p) + '.json')
-        if not force and cache.exists():
-            try:
-                d = json.loads(cache.read_text(encoding='utf-8'))
-                if d.get('key') == key: executed[rel(p)] = d['nb']; continue
-            except (json.JSONDecodeError, KeyError): pass
-        todo.append((p, key, cache, run))
-    say(f"[docs] {len(notebooks)} notebooks: {len(executed)} cached, {sum(t[3] for t in todo)} to execute ({workers} at a time), "
-        f"{sum(not t[3] for t in todo)} with their committed outputs")
+    executed, todo = _from_cache(root, nbs, notebooks, build, force, committed)
+    runs, failures = [t for t in todo if t[3]], []
+    say(f"[docs] {len(notebooks)} notebooks: {len(executed)} cached, {len(runs)} to execute ({workers} at a time), "
+        f"{len(todo) - len(runs)} with their committed outputs")
     def keep(name, key, cache, d):                                      # into the cache, and into the answer
         atomic_write(cache, lambda t: t.write_text(json.dumps({'key': key, 'nb': d}), encoding='utf-8'))
         executed[name] = d
     for p, key, cache, run in todo:                                     # committed outputs: processed here, nothing runs
         if not run: keep(rel(p), key, cache, process_notebook(str(p), execute=False))
-    runs, failures = [t for t in todo if t[3]], []
     if runs:
         from concurrent.futures import as_completed
         threads = max(1, (os.cpu_count() or 1) // workers)

@@ -22,9 +22,9 @@ from .config import TrainConfig
 
 # %% auto #0
 __all__ = ['PROGRESS_FILE_ENV', 'PROGRESS_NOTE_S', 'COLLAPSE_SHARE', 'COLLAPSE_CHANCE', 'COLLAPSE_PATIENCE', 'CHECKPOINT_FORMAT',
-           'SYNC_EVERY', 'init_model', 'RunLoss', 'GroupLoss', 'progress_bar', 'progress_note', 'Progress',
-           'epochs_and_steps', 'optimiser', 'finite_or_none', 'summarise', 'Stop', 'finite_health', 'is_collapsed',
-           'health_check', 'evaluate_group', 'RunSet', 'check_labels', 'resume', 'fit']
+           'SYNC_EVERY', 'init_model', 'RunLoss', 'loss_parts', 'GroupLoss', 'progress_bar', 'progress_note',
+           'Progress', 'epochs_and_steps', 'optimiser', 'finite_or_none', 'summarise', 'Stop', 'finite_health',
+           'is_collapsed', 'health_check', 'evaluate_group', 'RunSet', 'check_labels', 'resume', 'train_step', 'fit']
 
 # %% ../nbs/07b_engine.ipynb #e0000001
 def init_model(cfg:TrainConfig, input_shape:tuple, num_classes:int) -> torch.nn.Module:
@@ -44,48 +44,52 @@ class RunLoss:
     weight: float = 1.0             # weight of the hard part (M or T); the soft part gets 1 - weight
     clip: float = 0.0               # probability floor of the hard part (Patrini et al.'s clipping; 0: none)
 
+# %% ../nbs/07b_engine.ipynb #183f845d-1
+def _part_weight(w, device):
+    "The weights of a part as a (k,) tensor, or None when they are all 1 (nothing to multiply)."
+    return None if all(x == 1 for x in w) else torch.tensor(w, device=device)
+
+def _part_offsets(k, L, device):
+    "(k, 1) offsets of each run's block of L rows in the stacked matrices."
+    return (torch.arange(k, device=device) * L)[:, None]
+
+# %% ../nbs/07b_engine.ipynb #183f845d-2
+def loss_parts(losses:list, L:int, device) -> list:
+    "The parts of a group's loss: (kind, runs, all runs?, weights, matrices, row offsets), one per kind and probability floor."
+    K, parts = len(losses), []
+    t = lambda a: torch.as_tensor(np.concatenate(a), dtype=torch.float32, device=device)
+    ix = lambda ks: torch.tensor(ks, dtype=torch.long, device=device)
+    for eps in sorted({check_clip(r.clip) for r in losses}):
+        sm = [k for k, r in enumerate(losses) if r.M is not None and r.weight > 0 and r.clip == eps]
+        if sm:
+            M = t([np.asarray(losses[k].M, dtype=np.float64) for k in sm])
+            if M.shape != (len(sm) * L, L) or not torch.isfinite(M).all(): raise ValueError(f"every M must be a finite {L} x {L} matrix")
+            parts.append(('smear', ix(sm), sm == list(range(K)), _part_weight([losses[k].weight for k in sm], device), (M, M.sum(1), eps), _part_offsets(len(sm), L, device)))
+        fc = [k for k, r in enumerate(losses) if r.T is not None and r.weight > 0 and r.clip == eps]
+        if fc:
+            Ts = [check_transition(np.asarray(losses[k].T, dtype=np.float64), L, name='T') for k in fc]
+            with np.errstate(divide='ignore'): logTt = t([np.log(T.T) for T in Ts])
+            parts.append(('fc', ix(fc), fc == list(range(K)), _part_weight([losses[k].weight for k in fc], device), (t([T.T for T in Ts]), logTt, eps), _part_offsets(len(fc), L, device)))
+    so = [k for k, r in enumerate(losses) if r.soft is not None and r.weight < 1]
+    if so:
+        S = torch.stack([losses[k].soft.to(device=device, dtype=torch.float32) for k in so])
+        tau = torch.tensor([losses[k].tau for k in so], device=device)
+        parts.append(('soft', ix(so), so == list(range(K)), _part_weight([1 - losses[k].weight for k in so], device), (S, tau), None))
+    return parts
+
+# %% ../nbs/07b_engine.ipynb #183f845d-3
 class GroupLoss:
     "Per-run mean losses of K runs from (K, B, L) logits and (K, B) labels."
     def __init__(self, losses:list, # one RunLoss per run
                  num_classes:int, device):
-        L, K = num_classes, len(losses)
-        self.K, self.L = K, L
         for k, r in enumerate(losses):
             if (r.M is None) == (r.T is None) and r.weight > 0: raise ValueError(f"run {k}: a RunLoss needs exactly one of M and T for its hard part")
             if r.soft is None and r.weight != 1: raise ValueError(f"run {k}: weight must be 1 without soft targets, got {r.weight}")
-        t = lambda a: torch.as_tensor(np.concatenate(a), dtype=torch.float32, device=device)
-        ix = lambda ks: torch.tensor(ks, dtype=torch.long, device=device)
-        self.parts = []
-        for eps in sorted({check_clip(r.clip) for r in losses}):     # one part per kind and probability floor
-            sm = [k for k, r in enumerate(losses) if r.M is not None and r.weight > 0 and r.clip == eps]
-            if sm:
-                M = t([np.asarray(losses[k].M, dtype=np.float64) for k in sm])
-                if M.shape != (len(sm) * L, L) or not torch.isfinite(M).all(): raise ValueError(f"every M must be a finite {L} x {L} matrix")
-                self.parts.append(('smear', ix(sm), sm == list(range(K)), self._weight([losses[k].weight for k in sm], device), (M, M.sum(1), eps), self._offsets(len(sm), L, device)))
-            fc = [k for k, r in enumerate(losses) if r.T is not None and r.weight > 0 and r.clip == eps]
-            if fc:
-                Ts = [check_transition(np.asarray(losses[k].T, dtype=np.float64), L, name='T') for k in fc]
-                with np.errstate(divide='ignore'): logTt = t([np.log(T.T) for T in Ts])
-                self.parts.append(('fc', ix(fc), fc == list(range(K)), self._weight([losses[k].weight for k in fc], device), (t([T.T for T in Ts]), logTt, eps), self._offsets(len(fc), L, device)))
-        so = [k for k, r in enumerate(losses) if r.soft is not None and r.weight < 1]
-        if so:
-            S = torch.stack([losses[k].soft.to(device=device, dtype=torch.float32) for k in so])
-            tau = torch.tensor([losses[k].tau for k in so], device=device)
-            self.parts.append(('soft', ix(so), so == list(range(K)), self._weight([1 - losses[k].weight for k in so], device), (S, tau), None))
+        self.K, self.L, self.parts = len(losses), num_classes, loss_parts(losses, num_classes, device)
 
     def at(self, epoch:int) -> 'GroupLoss':
         "The loss of every epoch: a `GroupLoss` is its own one-phase schedule (see `fit`)."
         return self
-
-    @staticmethod
-    def _weight(w, device):
-        "The weights of a part as a (k,) tensor, or None when they are all 1 (nothing to multiply)."
-        return None if all(x == 1 for x in w) else torch.tensor(w, device=device)
-
-    @staticmethod
-    def _offsets(k, L, device):
-        "(k, 1) offsets of each run's block of L rows in the stacked matrices."
-        return (torch.arange(k, device=device) * L)[:, None]
 
     def __call__(self, logits:torch.Tensor, # (K, B, L)
                  y:torch.Tensor, # (K, B) labels of each run
@@ -303,6 +307,19 @@ SYNC_EVERY = 50      # steps between the host's reads of the device-side finiten
 def _autocast(device, amp):
     return torch.autocast('cuda', dtype=torch.bfloat16) if (amp and device.type == 'cuda') else torch.autocast('cpu', enabled=False)
 
+def train_step(model, forward, opt, sched, step_loss, batch:tuple, runs:RunSet, amp:bool) -> tuple:
+    "One optimiser step of every run on `batch` = (indices, inputs, (K, B) labels): (the losses that moved each run, which were finite)."
+    idx, x, y = batch
+    if amp and x.ndim == 4: x = x.contiguous(memory_format=torch.channels_last)
+    with _autocast(x.device, amp): logits = forward(x)
+    raw = step_loss(logits.float(), y, idx)
+    finite = torch.isfinite(raw)
+    losses = torch.where(runs.alive & finite, raw, torch.zeros_like(raw))     # a stopped or non-finite run adds nothing
+    opt.zero_grad(set_to_none=True); losses.sum().backward(); opt.step(); sched.step()
+    runs.hold(model)
+    return losses.detach(), finite
+
+# %% ../nbs/07b_engine.ipynb #e0000015-1
 def fit(cfg:TrainConfig, # resolved config: optimiser, schedule, batch size, seed, eval_every, amp (shared by the group)
         data:NoisyData, # inputs and clean labels, on the training device
         models:list, # K freshly initialised models (see `init_model`)
@@ -335,14 +352,9 @@ def fit(cfg:TrainConfig, # resolved config: optimiser, schedule, batch size, see
         nonfinite = torch.zeros(K, dtype=torch.bool, device=dev)      # device-side: read every SYNC_EVERY steps
         for idx, x in train_batches(data, cfg.batch_size, cfg.seed, epoch):
             if at['step'] >= steps or not runs.n_alive: break
-            if amp and x.ndim == 4: x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(dev, amp): logits = forward(x)
-            raw = step_loss(logits.float(), y_train[:, idx], idx)
-            finite = torch.isfinite(raw); nonfinite |= ~finite
-            losses = torch.where(runs.alive & finite, raw, torch.zeros_like(raw))     # a stopped or non-finite run adds nothing
-            opt.zero_grad(set_to_none=True); losses.sum().backward(); opt.step(); sched.step()
-            runs.hold(model)
-            at['step'] += 1; total += losses.detach() * len(idx); count += len(idx)
+            losses, finite = train_step(model, forward, opt, sched, step_loss, (idx, x, y_train[:, idx]), runs, amp)
+            nonfinite |= ~finite
+            at['step'] += 1; total += losses * len(idx); count += len(idx)
             if at['step'] % SYNC_EVERY == 0:
                 runs.check_finite(nonfinite, epoch + 1, model); watch.step(epoch + count / max(len(data.y_train), 1), runs.n_alive)
             if not runs.n_alive: break

@@ -139,6 +139,7 @@ class Comparison:
         if p.excluded: out += f"; {p.excluded} unpaired seed(s) left out"
         return out + (f" ({self.note})" if self.note else '')
 
+# %% ../nbs/10b_evidence.ipynb #a3c5d7e9-1
 def compare(label:str, a:pd.DataFrame, b:pd.DataFrame, direction:str='greater', margin:float=math.nan, note:str='') -> Comparison:
     "A comparison of arm a with arm b (as `values` returns them) in the claimed `direction`, before Holm's correction."
     if direction not in ('greater', 'less', 'equivalent'): raise ValueError(f"direction must be 'greater', 'less' or 'equivalent', got {direction!r}")

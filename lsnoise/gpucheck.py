@@ -31,6 +31,7 @@ def _cfg(model, batch, epochs, device, seed=0, compile=False):
     from lsnoise.config import TrainConfig, resolve
     return resolve(TrainConfig(dataset='cifar10', model=model, epochs=epochs, batch_size=batch, eval_every=1000, device=device, seed=seed, compile=compile))
 
+# %% ../nbs/15_gpucheck.ipynb #40a38ca6-1
 def engine_throughput(model:str, K:int, data, batch:int, device, epochs:int=3, compile:bool=False) -> dict:
     "Images/s (all K runs) of `engine.fit` on `data`, timed over the epochs after the first; peak memory per run."
     from lsnoise.engine import fit, init_model, GroupLoss, RunLoss
@@ -55,6 +56,7 @@ def engine_throughput(model:str, K:int, data, batch:int, device, epochs:int=3, c
     if util: out['gpu_busy_percent'] = util[-1]
     return out
 
+# %% ../nbs/15_gpucheck.ipynb #40a38ca6-2
 def dataloader_throughput(model:str, data, batch:int, device, steps:int, workers:int=4) -> dict:
     "Images/s of a plain DataLoader pipeline (CPU-side crop and flip, pinned memory) feeding one model's training step."
     from torch.utils.data import DataLoader, Dataset
@@ -90,6 +92,7 @@ def dataloader_throughput(model:str, data, batch:int, device, steps:int, workers
     if amp: torch.cuda.synchronize()
     return {'model': model, 'images_per_s': seen / (time.perf_counter() - t0), 'workers': workers}
 
+# %% ../nbs/15_gpucheck.ipynb #40a38ca6-3
 def packed_vs_single(model:str, K:int, data, batch:int, epochs:int, device) -> dict:
     "Test accuracies of K runs trained packed and one by one from the same initialisations (the same batches and augmentation)."
     from lsnoise.engine import fit, init_model, GroupLoss, RunLoss
@@ -117,6 +120,33 @@ def projection(best:dict, root:Path) -> dict:
                      'gpu_hours': sum(n / best.get(m, min(best.values())) for m, n in c['images'].items()) / 3600}
     return out
 
+# %% ../nbs/15_gpucheck.ipynb #2a36ed82-1
+def _measure_engine(res:dict, model:str, data, batch:int, dev, ep:int, packs:tuple, say) -> None:
+    "res['engine']: images per second at each pack size (an out-of-memory size skipped); res['compiled']: one run with torch.compile (GPU only)."
+    for K in (1, *packs):
+        try: r = engine_throughput(model, K, data, batch, dev, ep)
+        except torch.cuda.OutOfMemoryError as e:
+            say(f"{model} packed K={K}: out of memory ({str(e).splitlines()[0][:80]})"); torch.cuda.empty_cache(); continue
+        res['engine'].append(r)
+        say(f"{model} K={K}: {r['images_per_s']:,.0f} images/s ({r['images_per_s_per_run']:,.0f} per run)"
+            + (f", peak {r['peak_memory_per_run_gib']:.2f} GiB per run" if 'peak_memory_per_run_gib' in r else '')
+            + (f", GPU busy {r['gpu_busy_percent']}%" if 'gpu_busy_percent' in r else ''))
+    if dev.type == 'cuda':                             # torch.compile, one run: measured before it is switched on anywhere
+        try:
+            r = engine_throughput(model, 1, data, batch, dev, ep + 1, compile=True); res['compiled'] = r
+            say(f"{model} K=1 with torch.compile: {r['images_per_s']:,.0f} images/s (eager: {res['engine'][0]['images_per_s']:,.0f})")
+        except Exception as e: res['compiled'] = {'error': str(e).splitlines()[0][:200]}; say(f"torch.compile failed: {res['compiled']['error']}")
+
+def _write_check(res:dict, out_dir, say) -> None:
+    "results/gpucheck-<date>-<gpu>.json (nothing when `out_dir` is None)."
+    if out_dir is None: return
+    slug = re.sub(r'[^A-Za-z0-9]+', '-', res['gpu']).strip('-').lower()
+    f = Path(out_dir) / f"gpucheck-{res['date'][:10]}-{slug}.json"
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text(json.dumps(res, indent=1) + '\n')
+    say(f"wrote {f}")
+
+# %% ../nbs/15_gpucheck.ipynb #2a36ed82-3
 def run_check(dry:bool=False, # CPU, tiny shapes: only that every step runs
               out_dir:str|Path|None='results', # where the JSON goes (None: not written)
               root:str|Path='.', # the repository (for the grids of the projection)
@@ -137,24 +167,11 @@ def run_check(dry:bool=False, # CPU, tiny shapes: only that every step runs
     res = {'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'), 'gpu': name, 'dry': dry,
            'torch': torch.__version__, 'python': platform.python_version(), 'engine': [], 'dataloader': None}
     model = 'resnet20' if dry else 'resnet32'
-    for K in (1, *packs):
-        try: r = engine_throughput(model, K, data, batch, dev, ep)
-        except torch.cuda.OutOfMemoryError as e:
-            say(f"{model} packed K={K}: out of memory ({str(e).splitlines()[0][:80]})"); torch.cuda.empty_cache(); continue
-        res['engine'].append(r)
-        say(f"{model} K={K}: {r['images_per_s']:,.0f} images/s ({r['images_per_s_per_run']:,.0f} per run)"
-            + (f", peak {r['peak_memory_per_run_gib']:.2f} GiB per run" if 'peak_memory_per_run_gib' in r else '')
-            + (f", GPU busy {r['gpu_busy_percent']}%" if 'gpu_busy_percent' in r else ''))
-    if not dry:                                        # torch.compile, one run: measured before it is switched on anywhere
-        try:
-            r = engine_throughput(model, 1, data, batch, dev, ep + 1, compile=True); res['compiled'] = r
-            say(f"{model} K=1 with torch.compile: {r['images_per_s']:,.0f} images/s (eager: {res['engine'][0]['images_per_s']:,.0f})")
-        except Exception as e: res['compiled'] = {'error': str(e).splitlines()[0][:200]}; say(f"torch.compile failed: {res['compiled']['error']}")
+    _measure_engine(res, model, data, batch, dev, ep, packs, say)
     res['dataloader'] = dataloader_throughput(model, data, batch, dev, steps=6 if dry else 150, workers=0 if dry else min(8, os.cpu_count() or 1))
     say(f"{model} plain DataLoader pipeline: {res['dataloader']['images_per_s']:,.0f} images/s")
     eq_data = synthetic_cifar(64 if dry else 2048, 64 if dry else 1024, size, seed=1, device=dev)
-    res['packed_vs_single'] = packed_vs_single('resnet20', 2 if dry else 4, eq_data, 16 if dry else 128, 2 if dry else 6, dev)
-    e = res['packed_vs_single']
+    res['packed_vs_single'] = e = packed_vs_single('resnet20', 2 if dry else 4, eq_data, 16 if dry else 128, 2 if dry else 6, dev)
     say(f"packed vs single ({e['K']} runs): test accuracies {['%.3f' % a for a in e['packed_test_acc']]} vs {['%.3f' % a for a in e['single_test_acc']]}, "
         f"largest difference {e['max_abs_difference']:.3f} ({'within' if e['within_2_points'] else 'NOT within'} 2 points)")
     best = max(res['engine'], key=lambda r: r['images_per_s_per_run'])      # eager runs: packing is what the sweep uses
@@ -164,14 +181,10 @@ def run_check(dry:bool=False, # CPU, tiny shapes: only that every step runs
         say(f"{g}: {p['trainings']} trainings, {p['steps']:,} steps: about {p['gpu_hours']:,.1f} GPU-hours at K={best['K']}")
     res['wall_s'] = time.time() - t_start
     say(f"done in {res['wall_s']:.0f} s")
-    if out_dir is not None:
-        slug = re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-').lower()
-        f = Path(out_dir) / f"gpucheck-{res['date'][:10]}-{slug}.json"
-        f.parent.mkdir(parents=True, exist_ok=True)
-        f.write_text(json.dumps(res, indent=1) + '\n')
-        say(f"wrote {f}")
+    _write_check(res, out_dir, say)
     return res
 
+# %% ../nbs/15_gpucheck.ipynb #2a36ed82-2
 def main(argv:list|None=None) -> int:
     "Command line: python -m lsnoise.gpucheck [--dry] [--out DIR]."
     p = argparse.ArgumentParser(prog='python -m lsnoise.gpucheck', description='GPU acceptance check: throughput, packing, memory, GPU-hours')

@@ -42,6 +42,7 @@ def file_sha256(path:str|Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b''): h.update(chunk)
     return h.hexdigest()
 
+# %% ../nbs/05a_labels.ipynb #c088d22b-1
 def realised_T(clean, noisy, num_classes:int) -> np.ndarray:
     "The empirical transition matrix: row i is the distribution of the noisy label among examples of clean class i."
     C = np.zeros((num_classes, num_classes))
@@ -115,6 +116,7 @@ def fetch_human_file(name:str, # a file of `HUMAN_FILES`
     tmp.replace(path)
     return path
 
+# %% ../nbs/05a_labels.ipynb #a5ac1103-1
 def human_labels(kind:str, # a key of `HUMAN_NOISE`
                  clean_train, # the data set's training labels (torchvision's order)
                  where:str|Path, # folder of the label files (`<data dir>/cifar-n`)
@@ -150,6 +152,7 @@ def check_noise_out(out:str|Path, # the .npy to write
         if f.exists() and not force: raise ValueError(f"out {out}: {f} exists: refused (another path, or --force to replace it)")
     return out
 
+# %% ../nbs/05a_labels.ipynb #81c33e47-1
 def export_noise(noisy, # noisy training labels (the full training set, in the data set's order)
                  clean, # the clean training labels
                  num_classes:int, out:str|Path,
@@ -166,6 +169,7 @@ def export_noise(noisy, # noisy training labels (the full training set, in the d
     atomic_write_json(sidecar(out), info)
     return info
 
+# %% ../nbs/05a_labels.ipynb #81c33e47-2
 def read_noise_file(path:str|Path, # a .npy written by `export_noise` (its sidecar beside it)
                     clean, # the clean training labels of the data set it is used with
                     num_classes:int, dataset:str='') -> np.ndarray:

@@ -46,7 +46,7 @@ def _reduce(loss, reduction, dtype):
     loss = loss.mean() if reduction == 'mean' else loss.sum() if reduction == 'sum' else loss
     return loss.to(dtype)
 
-
+# %% ../nbs/03_losses.ipynb #779bbdc2-1
 def check_clip(clip) -> float:
     "`clip` as a float if it is a probability floor in [0, 0.5) (0: no clipping), else a one-line error."
     if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0 <= clip < 0.5:
@@ -60,6 +60,7 @@ def clipped_rows_ce(x:torch.Tensor, # (N, L) float logits
     "Unchecked per-example -sum_j m_j log max(softmax(x)_j, eps): bounded below even when some m_j < 0."
     return -(rows * F.log_softmax(x, 1).clamp_min(log_eps)).sum(1)
 
+# %% ../nbs/03_losses.ipynb #779bbdc2-2
 def clipped_fc_ce(x:torch.Tensor, # (N, L) float logits
                   Tt:torch.Tensor, # (R, L) rows of T^T (one block of L per matrix when several are stacked)
                   rows:torch.Tensor, # (N,) the row of each example: its label (plus the block offset)
@@ -95,6 +96,7 @@ class _SoftTargetCE(torch.autograd.Function):
 def _smeared(x, y, M, M_sums):
     return _SoftTargetCE.apply(x, y, M.index_select(0, y), M_sums.index_select(0, y), 0.0)
 
+# %% ../nbs/03_losses.ipynb #0de9d052-1
 def smeared_ce(logits:torch.Tensor, # (N, L) raw scores
                target:torch.Tensor, # (N,) integer class indices in [0, L)
                M, # (L, L) smearing matrix (numpy array or tensor), a constant
@@ -157,6 +159,7 @@ def _plan(T, kind, build, num_classes, **kw):
     if L != num_classes: raise ValueError(f"T must be {num_classes} x {num_classes} to match logits with {num_classes} classes, got {L} x {L}")
     return plan
 
+# %% ../nbs/03_losses.ipynb #0a0083ab-1
 def _symmetric_parts(T):
     "(c, d) if T = c I + d J, else None."
     L = len(T)
@@ -174,6 +177,7 @@ def _bc_plan(T, max_cond=MAX_COND):
     if cd is not None: return _Plan(arrays, L=len(T), ls_alpha=-cd[1] * len(T) / cd[0])
     return _Plan(arrays, L=len(T), ls_alpha=None)
 
+# %% ../nbs/03_losses.ipynb #0a0083ab-2
 def backward_ce(logits:torch.Tensor, # (N, L) raw scores
                 target:torch.Tensor, # (N,) observed (noisy) labels in [0, L)
                 T, # (L, L) row-stochastic transition matrix, T[i, j] = P(noisy j | true i)
@@ -217,6 +221,7 @@ def _fc_dense_logspace(x, logTt_rows):
     lse = torch.logsumexp(a, 1, keepdim=True)
     return -lse.squeeze(1), (a - lse).exp()
 
+# %% ../nbs/03_losses.ipynb #c49ff962-1
 class _FCDense(torch.autograd.Function):
     "-log sum_i T[i, y] p_i per row, in probability space, with a log-space fallback for rows where it underflows."
     @staticmethod
@@ -243,6 +248,7 @@ class _FCDense(torch.autograd.Function):
         p, w = ctx.saved_tensors
         return (p - w).mul_(g[:, None]), None, None, None
 
+# %% ../nbs/03_losses.ipynb #c49ff962-2
 class _FCSymmetric(torch.autograd.Function):
     "-log(c p_y + d) per row; gradient r (p - e_y) with r = c p_y / (c p_y + d)."
     @staticmethod
@@ -274,6 +280,7 @@ def _fc_plan(T):
         return _Plan({'cols': idx, 'logv': np.take_along_axis(logTt, idx, 1), **Tt}, L=L, path='sparse')
     return _Plan({**Tt, 'logTt': logTt}, L=L, path='dense')
 
+# %% ../nbs/03_losses.ipynb #c49ff962-3
 def forward_ce(logits:torch.Tensor, # (N, L) raw scores
                target:torch.Tensor, # (N,) observed (noisy) labels in [0, L)
                T, # (L, L) row-stochastic transition matrix, T[i, j] = P(noisy j | true i)

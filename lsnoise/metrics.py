@@ -20,6 +20,7 @@ def _nll(logits, y):
     "Per-leading-index mean negative log-likelihood."
     return -torch.log_softmax(logits.float(), -1).gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(-1)
 
+# %% ../nbs/07_metrics.ipynb #72004354-1
 def accuracy(logits:torch.Tensor, y:torch.Tensor) -> float:
     "Fraction of rows whose arg-max is the label (NaN for no rows)."
     return float(_accuracy(logits, y)) if len(y) else math.nan
@@ -46,6 +47,7 @@ def _ece(logits, y, n_bins=15):
     count, conf, correct = _reliability(logits, y, n_bins)
     return (conf - correct).abs().sum(-1) / count.sum(-1)
 
+# %% ../nbs/07_metrics.ipynb #d4851703-1
 def reliability_bins(logits:torch.Tensor, y:torch.Tensor, n_bins:int=15) -> dict:
     "Per-bin lower/upper edge, count, mean confidence and accuracy of the top prediction (equal-width bins on [0, 1])."
     count, conf, correct = _reliability(logits, y, n_bins)
@@ -104,6 +106,7 @@ def evaluate_logits(logits:torch.Tensor, # (N, L)
     if not len(y): return {f'{split}/{k}': math.nan for k in ('acc', 'nll', 'ece', 'logit_norm', 'logit_gap', 'mean_max_prob')}
     return {f'{split}/{k}': float(v) for k, v in _split_metrics(logits, y, n_bins).items()}
 
+# %% ../nbs/07_metrics.ipynb #7e1f3508-1
 def unstack(metrics:dict) -> list:
     "A dict of (K,) tensors as K dicts of floats."
     cols = {k: v.tolist() for k, v in metrics.items()}
@@ -117,6 +120,7 @@ def evaluate_logits_group(logits:torch.Tensor, # (K, N, L) logits of K models
     y = y.expand(logits.shape[:2])
     return unstack({f'{split}/{k}': v for k, v in _split_metrics(logits, y, n_bins).items()})
 
+# %% ../nbs/07_metrics.ipynb #7e1f3508-2
 def denoising_group(logits:torch.Tensor, y_clean:torch.Tensor, y_noisy:torch.Tensor) -> list:
     "`denoising` for K models (logits (K, N, L), noisy labels (K, N)): a list of K dicts."
     return unstack(_denoising(logits, y_clean.expand(y_noisy.shape), y_noisy))

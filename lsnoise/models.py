@@ -111,6 +111,7 @@ def build_model(name:str, # one of `MODELS`
         raise ValueError(f"model {name!r} needs image inputs (C, H, W) such as CIFAR's (3, 32, 32), got {input_shape}")
     return CifarResNet(int(name[6:]), num_classes, input_shape[0])
 
+# %% ../nbs/06_models.ipynb #a1625a15-1
 def count_parameters(model:nn.Module) -> int:
     "Number of trainable parameters."
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

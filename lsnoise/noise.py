@@ -41,6 +41,7 @@ def _cifar100_next(blocks:bool):
         nxt[members] = np.roll(members, -1)
     return nxt
 
+# %% ../nbs/01_noise.ipynb #85ec1299-1
 def transition_matrix(kind:str, # one of `NOISE_KINDS`
                       num_classes:int, # L, the number of classes (10 for "cifar10", 100 for the "cifar100" kinds)
                       rho:float, # noise rate in [0, 1]
@@ -108,6 +109,7 @@ def check_label_range(y, L, name='labels'):
         bad = y.min() if y.min() < 0 else y.max()
         raise ValueError(f"{name} must be class indices in [0, {L}), found {bad}")
 
+# %% ../nbs/01_noise.ipynb #9f00e885-1
 def corrupt_labels(labels, # integer class indices in [0, L): numpy array, list or torch tensor, any shape
                    T, # L x L row-stochastic transition matrix
                    seed:int, # seed of the draw (non-negative integer)
@@ -156,6 +158,7 @@ def flip_rate(clean, noisy) -> float:
     if c.shape != n.shape: raise ValueError(f"clean and noisy must have the same shape, got {c.shape} and {n.shape}")
     return float((c != n).mean()) if c.size else 0.0
 
+# %% ../nbs/01_noise.ipynb #5d4f26f6-1
 def expected_flip_rate(T, # transition matrix
                        prior=None, # class prior (defaults to uniform)
                       ) -> float:

@@ -29,6 +29,7 @@ def project(model, data, x:torch.Tensor, classes) -> np.ndarray:
     with torch.no_grad(): h = model.features(normalise(data, x)).double()
     return ((h - model.fc.weight[classes[0]].detach().double()) @ basis.T).cpu().numpy()
 
+# %% ../nbs/09a_representations.ipynb #f0b4fef1-1
 def penultimate_table(rho:float=0.4, # noise rate
                       alphas=(0.0, 0.8), # LS strengths to compare (0 is cross-entropy)
                       classes=(3, 5, 8), # the three classes

@@ -83,6 +83,7 @@ def write_results(df:pd.DataFrame, meta:dict, results_dir:str|Path, name:str) ->
     atomic_write_json(out / f'{name}.meta.json', meta)
     return csv, out / f'{name}.meta.json'
 
+# %% ../nbs/10_results.ipynb #37313100-1
 def results_meta(grid_spec:dict, report:dict, extra:dict|None=None) -> dict:
     """The meta record of a results table: the grid, versions, kernel path, code state, date and counts. The code is
     named by its tree (`code_tree`, unchanged by commits that leave the code alone) rather than by a commit, so that a
@@ -132,6 +133,7 @@ def with_meta(df:pd.DataFrame, *keys, default:float=0.0) -> pd.DataFrame:
     for k in keys: out[k] = out.run_id.map(m[k]).fillna(default) if k in m else default
     return out
 
+# %% ../nbs/10_results.ipynb #a7e1c5ae-1
 def select(df:pd.DataFrame, split:str, metric:str, epoch:str='final', **where) -> pd.DataFrame:
     "Rows of one metric at one epoch (and any column == value filters)."
     m = (df.split == split) & (df.metric == metric) & (df.epoch == str(epoch))
@@ -143,6 +145,7 @@ def summarise(df:pd.DataFrame, split:str, metric:str, epoch:str='final', by=('rh
     g = select(df, split, metric, epoch, **where).groupby(list(by), dropna=False).value
     return g.agg(['mean', 'std', 'count']).reset_index()
 
+# %% ../nbs/10_results.ipynb #a7e1c5ae-2
 def curve(s:pd.DataFrame, # output of `summarise` grouped by (rho, method, alpha)
           method:str, rho:float, # which curve
           with_ce:bool=True, # prepend cross-entropy as the point alpha = 0

@@ -24,6 +24,7 @@ def ce_matrix(num_classes:int # L
     "Smearing matrix of plain cross-entropy: the identity."
     return np.eye(check_int('num_classes', num_classes, lo=1))
 
+# %% ../nbs/02_smearing.ipynb #92ff1cb9-1
 def ls_matrix(num_classes:int, # L
               alpha:float, # smoothing strength, finite and <= 1; negative values allowed
              ) -> np.ndarray:

@@ -79,6 +79,7 @@ def finished_record(out:str|Path|None, rid:str) -> dict|None:
     if state != 'done' or run.get('run_id') != rid: return None
     return {'run': run, 'metrics': json.loads((Path(out) / 'metrics.json').read_text())}
 
+# %% ../nbs/07c_store.ipynb #909d781f-1
 def write_record(out:str|Path, record:dict) -> None:
     "Write metrics.json, then run.json (the marker of a finished run), atomically; then remove the run's checkpoints."
     out = Path(out)
@@ -90,6 +91,7 @@ def save_model(out:str|Path, state_dict:dict) -> Path:
     "Save a run's weights as out/model.pt, atomically (before its record: a record always has its weights)."
     return atomic_torch_save({k: v.detach().cpu() for k, v in state_dict.items()}, Path(out) / 'model.pt')
 
+# %% ../nbs/07c_store.ipynb #909d781f-2
 def load_model(out:str|Path, device='cpu') -> dict|None:
     "The weights saved by `save_model`, or None."
     p = Path(out) / 'model.pt'
@@ -152,6 +154,7 @@ def claim_owner(path:str|Path) -> dict|None:
     try: return json.loads(Path(path).read_text())
     except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError): return None
 
+# %% ../nbs/07c_store.ipynb #68ffafda-1
 def claim_is_stale(path:str|Path, now:float|None=None) -> bool:
     "Whether the claim at `path` belongs to a process that is gone (see above)."
     path = Path(path)
@@ -178,6 +181,7 @@ def claim(path:str|Path) -> bool:
         return True
     return False
 
+# %% ../nbs/07c_store.ipynb #68ffafda-2
 def heartbeat(path:str|Path) -> None:
     "Refresh the modification time of this process's claim."
     try: os.utime(path)

@@ -4,14 +4,14 @@
 
 # %% ../nbs/11_sweep.ipynb #7869f33b
 from __future__ import annotations
-import contextlib, ctypes, dataclasses, hashlib, itertools, json, os, re, shutil, signal, tempfile, time, traceback
+import contextlib, dataclasses, hashlib, itertools, json, os, re, shutil, signal, tempfile, time, traceback
 from concurrent.futures import ProcessPoolExecutor, wait, FIRST_COMPLETED
 from dataclasses import dataclass, field
 from pathlib import Path
 import yaml
 import pandas as pd
 import socket, threading
-from .core import atomic_write, atomic_write_json
+from .core import atomic_write, atomic_write_json, die_with_parent, DIE_WITH_PARENT_ENV
 from .config import TrainConfig, DistillConfig, DISTILL_UNIT_FIELDS, MAX_GROUP, resolve, run_id, split_distill, student_id, schema, check_type
 from .data import TRAIN_SIZES
 from .store import run_status, check_name, claim, release, heartbeat, claim_owner, claim_is_stale, journal
@@ -46,6 +46,7 @@ class Grid:
     defaults: dict = field(default_factory=dict)   # the template's own parameter values (read once)
     kind: str = 'train'   # what the template runs: 'train' or 'distill' (see `template_kind`)
 
+# %% ../nbs/11_sweep.ipynb #d6960426-1
 def template_parameters(template:str|Path) -> dict:
     "name -> (default, type name, help) of the template's `parameters` cell (as papermill reads it; without papermill, read the same way)."
     import ast
@@ -77,6 +78,7 @@ def template_kind(template:Path, params:dict) -> str:
     raise GridError(f"template {template}: declares neither the training nor the distillation parameters (missing {', '.join(missing[:4])}"
                     f"{' ...' if len(missing) > 4 else ''}); start from nbs/experiments/train_noisy.ipynb or distill_noisy.ipynb")
 
+# %% ../nbs/11_sweep.ipynb #d6960426-2
 def _check_value(path, where, value, default, typ):
     ok = {'bool': lambda v: isinstance(v, bool), 'int': lambda v: isinstance(v, int) and not isinstance(v, bool),
           'float': lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), 'str': lambda v: isinstance(v, str)}.get(typ)
@@ -93,6 +95,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             seen.add(key)
         return super().construct_mapping(node, deep)
 
+# %% ../nbs/11_sweep.ipynb #d6960426-3
 def check_folder(path:str|Path, what:str) -> Path:
     "`path` unless it is an existing file (a folder is wanted); a one-line GridError naming the parameter otherwise."
     path = Path(path)
@@ -105,11 +108,9 @@ def grid_root(runs_dir:str|Path, name:str) -> Path:
 
 REPLICATION_SEEDS = (5, 6, 7, 8, 9)   # the fresh seeds of a replication (the grids themselves use 0-4)
 
-def load_grid(path:str|Path, # the grid file
-              replication:bool=False, # the grid's replication: the same runs on `REPLICATION_SEEDS`, named `<name>-replication`
-             ) -> Grid:
-    "Read and validate a grid file; expand it into one parameter dict per run."
-    path = Path(path)
+# %% ../nbs/11_sweep.ipynb #d6960426-4
+def _read_spec(path:Path, replication:bool) -> dict:
+    "The grid file as a mapping with known keys and a template (a replication's name and seeds already swapped in)."
     if not path.exists(): raise GridError(f"{path}: grid file not found")
     if not path.is_file(): raise GridError(f"{path}: a folder, not a grid file")
     try: spec = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
@@ -123,6 +124,41 @@ def load_grid(path:str|Path, # the grid file
     for k in spec:
         if k not in GRID_KEYS: raise GridError(f"{path}: unknown key {k!r} (allowed: {', '.join(GRID_KEYS)})")
     if 'template' not in spec: raise GridError(f"{path}: template: missing (the papermill notebook to run)")
+    return spec
+
+# %% ../nbs/11_sweep.ipynb #d6960426-5
+def _check_section(path:Path, section:str, m, template:Path, params:dict, known:dict):
+    "One section of a grid (`base`, `grid` or a case): names the template declares, values of the declared type."
+    if not isinstance(m, dict): raise GridError(f"{path}: {section}: must be a mapping of parameter names")
+    for k, v in m.items():
+        if k in RESERVED: raise GridError(f"{path}: {section}.{k}: set by the runner, not by a grid")
+        if k not in params: raise GridError(f"{path}: {section}.{k}: the template {template.name} declares no parameter {k!r}")
+        if section != 'base' and (not isinstance(v, list) or not v):
+            raise GridError(f"{path}: {section}.{k}: must be a non-empty list of values, got {v!r}")
+        for x in [v] if section == 'base' else v:
+            if k in known:
+                try: check_type(known[k], x)
+                except ValueError as e: raise GridError(f"{path}: {section}.{k}: {e}") from None
+            else: _check_value(path, f"{section}.{k}", x, params[k][0], params[k][1])
+
+def _expand(base:dict, grid:dict, cases:list) -> list:
+    "One parameter dict per run: `base`, then the product of `grid` (each case's lists replacing or adding), duplicates once."
+    runs, seen = [], set()
+    for case in cases:
+        keys = list(grid) + [k for k in case if k not in grid]
+        for combo in itertools.product(*[case.get(k, grid.get(k)) for k in keys]):
+            r = {**base, **dict(zip(keys, combo))}
+            key = json.dumps(r, sort_keys=True)
+            if key not in seen: seen.add(key); runs.append(r)
+    return runs
+
+# %% ../nbs/11_sweep.ipynb #d6960426-6
+def load_grid(path:str|Path, # the grid file
+              replication:bool=False, # the grid's replication: the same runs on `REPLICATION_SEEDS`, named `<name>-replication`
+             ) -> Grid:
+    "Read and validate a grid file; expand it into one parameter dict per run."
+    path = Path(path)
+    spec = _read_spec(path, replication)
     template = (path.parent / spec['template']).resolve()
     if not template.exists(): raise GridError(f"{path}: template: file not found: {spec['template']} (looked at {template})")
     params = template_parameters(template)
@@ -134,26 +170,8 @@ def load_grid(path:str|Path, # the grid file
     if 'cases' in spec and not spec['cases']: raise GridError(f"{path}: cases: an empty list: the grid is empty (no runs)")
     base, grid, cases = spec.get('base') or {}, spec.get('grid') or {}, spec.get('cases') or [{}]
     for section, m in (('base', base), ('grid', grid), *((f'cases[{i}]', c) for i, c in enumerate(cases))):
-        if not isinstance(m, dict): raise GridError(f"{path}: {section}: must be a mapping of parameter names")
-        for k, v in m.items():
-            if k in RESERVED: raise GridError(f"{path}: {section}.{k}: set by the runner, not by a grid")
-            if k not in params: raise GridError(f"{path}: {section}.{k}: the template {template.name} declares no parameter {k!r}")
-            values = [v] if section == 'base' else v
-            if section != 'base' and (not isinstance(v, list) or not v):
-                raise GridError(f"{path}: {section}.{k}: must be a non-empty list of values, got {v!r}")
-            for x in values:
-                if k in known:
-                    try: check_type(known[k], x)
-                    except ValueError as e: raise GridError(f"{path}: {section}.{k}: {e}") from None
-                else: _check_value(path, f"{section}.{k}", x, params[k][0], params[k][1])
-    runs, seen = [], set()
-    for case in cases:
-        keys = list(grid) + [k for k in case if k not in grid]
-        lists = [case.get(k, grid.get(k)) for k in keys]
-        for combo in itertools.product(*lists):
-            r = {**base, **dict(zip(keys, combo))}
-            key = json.dumps(r, sort_keys=True)
-            if key not in seen: seen.add(key); runs.append(r)
+        _check_section(path, section, m, template, params, known)
+    runs = _expand(base, grid, cases)
     if not runs: raise GridError(f"{path}: grid: the grid is empty (no runs)")
     g = Grid(path, name, template, spec, runs, {k: v[0] for k, v in params.items() if k not in RESERVED}, kind)
     for i, r in enumerate(runs):
@@ -184,6 +202,7 @@ def teacher_key(grid:Grid, params:dict) -> str:
     "The id of a distillation run's teacher."
     return run_id(grid_distill(grid, params)[0])
 
+# %% ../nbs/11_sweep.ipynb #f8277bc0-1
 @dataclass
 class Unit:
     "One executed notebook: the runs it trains (parameters, id, folder) and whether it wants a GPU."
@@ -199,6 +218,7 @@ def latest_gpucheck(results_dir:str|Path) -> tuple|None:
         if not r.get('dry'): return r, f
     return None
 
+# %% ../nbs/11_sweep.ipynb #f8277bc0-2
 def grid_results_dir(grid:Grid) -> Path:
     "The `results/` folder of the repository a grid file belongs to (grids live in `<repo>/experiments/`)."
     return Path(grid.path).resolve().parents[1] / 'results'
@@ -213,6 +233,7 @@ def choose_pack(grid:Grid, results_dir:str|Path|None=None) -> int:
     best = ((latest[0].get('projection') or {}).get('best_pack') or {}) if latest else {}
     return max(1, min(cap, max(best.values()))) if best else 1
 
+# %% ../nbs/11_sweep.ipynb #f8277bc0-3
 def plan(grid:Grid, runs_dir:str|Path='runs', max_group:int=MAX_GROUP, max_pack:int|None=None) -> list:
     "The units of work of a grid, each with its runs' ids and folders."
     root = Path(runs_dir) / grid.name
@@ -247,6 +268,7 @@ def _runs_json(unit:Unit, out_key:str='out_dir') -> str:
 def _failed_record(it:dict, error:str, tb:str) -> dict:
     return {'run_id': it['run_id'], 'status': 'failed', 'error': error, 'traceback': tb, 'params': it['params']}
 
+# %% ../nbs/11_sweep.ipynb #0733ba82-1
 def execute_unit(template:str|Path, unit:Unit, work_dir:str|Path, threads:int=0) -> dict:
     "Execute one unit; return {run_id: state}. Records land in each run's out_dir."
     work = Path(work_dir); work.mkdir(parents=True, exist_ok=True)
@@ -276,6 +298,7 @@ def execute_unit(template:str|Path, unit:Unit, work_dir:str|Path, threads:int=0)
         nb_out.unlink()
     return out
 
+# %% ../nbs/11_sweep.ipynb #0733ba82-2
 def run_notebook(nb:dict, # the unit's executed notebook (nbformat 4 JSON)
                  unit:Unit, k:int, # the unit and the position of the run whose copy this is
                 ) -> dict:
@@ -291,18 +314,16 @@ def run_notebook(nb:dict, # the unit's executed notebook (nbformat 4 JSON)
     return {**nb, 'cells': cells[:at] + [cell] + cells[at:]}
 
 # %% ../nbs/11_sweep.ipynb #dd723533
-def _die_with_parent():
-    try: ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
-    except (OSError, AttributeError): pass
-
 def unit_threads(workers:int) -> int:
     "Torch threads of each unit when `workers` units run at once on this machine: its cores shared out (part of what fixes float32 round-off)."
     return max(1, (os.cpu_count() or 1) // workers)
 
 MALLOC_ENV = {'MALLOC_MMAP_THRESHOLD_': str(1 << 30), 'MALLOC_TRIM_THRESHOLD_': str(1 << 30), 'MALLOC_TOP_PAD_': str(1 << 28)}
 
+# %% ../nbs/11_sweep.ipynb #dd723533-1
 def _init_worker(gpu_queue, threads):
-    _die_with_parent()
+    die_with_parent()                                  # the worker dies with the sweeper, and its kernels with it
+    os.environ[DIE_WITH_PARENT_ENV] = str(os.getpid())  # (their templates call `process_defaults`)
     # Ctrl-C in a terminal signals the whole process group: the sweeper alone decides what stops (see `SweepInterrupted`)
     for s in (signal.SIGINT, signal.SIGTERM): signal.signal(s, signal.SIG_IGN)
     os.environ.update({'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads), 'OPENBLAS_NUM_THREADS': str(threads),
@@ -332,6 +353,7 @@ class SweepInterrupted(Exception):
 class _Signal(BaseException):
     def __init__(self, signum): self.signum = signum
 
+# %% ../nbs/11_sweep.ipynb #5e1a7b02-1
 @contextlib.contextmanager
 def _signals_raise():
     "Within the block, SIGINT and SIGTERM raise `_Signal` in the main thread (elsewhere: unchanged)."
@@ -351,6 +373,7 @@ def _children(pid:int) -> list:
         if ppid == pid: out.append(int(d.name))
     return out
 
+# %% ../nbs/11_sweep.ipynb #5e1a7b02-2
 def _kill_pool(ex:ProcessPoolExecutor) -> list:
     "Kill the pool's workers and the kernels they started (their children); return the workers' pids."
     workers = [p.pid for p in list((getattr(ex, '_processes', None) or {}).values()) if p.pid]
@@ -367,6 +390,7 @@ def _drop_claims(roots:list, pids:list) -> None:
             o = claim_owner(c)
             if o and o.get('host') == socket.gethostname() and o.get('pid') in pids: c.unlink(missing_ok=True)
 
+# %% ../nbs/11_sweep.ipynb #5e1a7b02-3
 def unit_progress(work_dirs:list) -> list:
     "One line per unit that reports progress in these work folders: stage, epoch, runs alive, ETA of the stage."
     lines = []
@@ -420,6 +444,7 @@ def needs_work(unit:Unit, retry_failed:bool=False) -> bool:
     if 'failed' in states and not retry_failed and all(s in ('done', 'failed') for s in states): return False
     return True
 
+# %% ../nbs/11_sweep.ipynb #d1dcc522-1
 def run_claimed(template:str|Path, unit:Unit, work_dir:str|Path, threads:int, root:str|Path, retry_failed:bool=False) -> dict|None:
     "Execute `unit` if this process can claim it and it still needs work; None if another live sweeper holds it."
     c = claim_path(root, unit)
@@ -489,6 +514,7 @@ def grid_cost(grid:Grid, units:list|None=None) -> dict:
             out['images'][c.model] = out['images'].get(c.model, 0) + n * steps * c.batch_size
     return out
 
+# %% ../nbs/11_sweep.ipynb #eeeefc34-1
 def throughput_table(results_dir:str|Path='results') -> tuple:
     "({model: images/s per run}, source): from the latest GPU acceptance check in `results_dir`, else the stated assumption."
     latest = latest_gpucheck(results_dir)
@@ -527,6 +553,7 @@ def _clean_stale(root:Path):
             if time.time() - p.stat().st_mtime > 3600: p.unlink(missing_ok=True)
         except FileNotFoundError: pass
 
+# %% ../nbs/11_sweep.ipynb #373762ec-1
 def check_devices(grid:Grid, units:list) -> None:
     "A one-line GridError, before the first unit, if these units ask for a device (cuda, mps) that this machine lacks."
     import torch
@@ -539,6 +566,70 @@ def check_devices(grid:Grid, units:list) -> None:
             raise GridError(f"{grid.path}: device {dev}: its {n} runs ({len(units)} units) ask for a {kind.upper()} device, and this machine has none "
                             f"(torch {torch.__version__}): run it where one is (`lsnoise sweep --dry-run` shows the plan and its cost)")
 
+# %% ../nbs/11_sweep.ipynb #373762ec-2
+class _Progress:
+    "The sweep's progress line after each unit: its runs, the grid's states, the time elapsed and the ETA."
+    def __init__(self, grid:Grid, todo:list, runs_dir:str|Path, say):
+        self.grid, self.todo, self.runs_dir, self.say = grid, todo, runs_dir, say
+        self.t0, self.runs, self.i = time.time(), 0, 0
+    def __call__(self, u:Unit, result:dict|None, i:int|None=None):
+        self.i = i or self.i + 1
+        self.runs += len(u.runs)
+        head = f"[{self.i}/{len(self.todo)}] unit {u.uid}"
+        if result is None: return self.say(f"{head}: held by another sweeper, left to it")
+        st, el = grid_status(self.grid, self.runs_dir), time.time() - self.t0
+        eta = el / self.runs * (sum(len(x.runs) for x in self.todo) - self.runs)
+        self.say(f"{head}: {sum(1 for s in result.values() if s == 'done')}/{len(u.runs)} done | grid: done "
+                 f"{len(st['done'])}, failed {len(st['failed'])}, pending {len(st['pending'])} | {el:.0f} s elapsed, ETA {eta:.0f} s")
+
+# %% ../nbs/11_sweep.ipynb #373762ec-3
+def _sweep_local(grid:Grid, todo:list, workers:int, root:Path, retry_failed:bool, progress:_Progress):
+    "The local backend: a pool of workers (one per GPU where the units want GPUs and there are several), each unit claimed."
+    work = root / '_work' / f'{socket.gethostname()}-{os.getpid()}'     # this sweeper's own scratch folder
+    n_gpu = _gpu_count()
+    per_gpu = any(u.gpu for u in todo) and n_gpu > 1
+    if per_gpu: workers = n_gpu
+    threads, q = unit_threads(workers), None
+    if per_gpu:
+        import multiprocessing as mp
+        q = mp.get_context('spawn').Queue()
+        for g in range(n_gpu): q.put(g)
+    run_pool([(run_claimed, (str(grid.template), u, str(work), threads, str(root), retry_failed), u) for u in todo],
+             workers, (q, threads), progress, [work], [root], progress.say)
+    shutil.rmtree(work, ignore_errors=True)
+
+# %% ../nbs/11_sweep.ipynb #373762ec-4
+def _sweep_ray(grid:Grid, todo:list, address:str|None, root:Path, progress:_Progress):
+    "The Ray backend: the driver claims each unit it submits, and writes back the files each task returns."
+    import ray
+    if not ray.is_initialized():
+        host = (address or '').rsplit(':', 1)[0]
+        local = {'_node_ip_address': '127.0.0.1'} if host in ('127.0.0.1', 'localhost') or host.startswith('127.') else {}
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True, **local)
+    task, tb, mine = ray.remote(_ray_task), grid.template.read_bytes(), []
+    for u in todo:
+        if claim(claim_path(root, u)): mine.append(u); journal(root, 'start', unit=u.uid, runs=[it['run_id'] for it in u.runs])
+        else: progress(u, None)
+    refs = {task.options(num_cpus=1, num_gpus=1 if u.gpu else 0).remote(grid.template.name, tb, u, 1): u for u in mine}
+    pending = list(refs)
+    try:
+        with _signals_raise():
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1, timeout=PROGRESS_EVERY_S)
+                if not ready: continue
+                u = refs[ready[0]]
+                _write_files(root, ray.get(ready[0]))
+                states = {it['run_id']: run_status(it['out_dir'], it['run_id'])[0] for it in u.runs}
+                journal(root, 'finish', unit=u.uid, runs=list(states), states=states)
+                release(claim_path(root, u))
+                progress(u, states)
+    except _Signal as e:
+        for r in pending: ray.cancel(r, force=True)
+        raise SweepInterrupted(e.signum, progress.i, len(pending)) from None
+    finally:
+        for u in mine: release(claim_path(root, u))
+
+# %% ../nbs/11_sweep.ipynb #373762ec-5
 def sweep(grid_path:str|Path, # the grid file
           workers:int=1, # parallel units (local backend)
           backend:str='local', # local or ray
@@ -553,15 +644,12 @@ def sweep(grid_path:str|Path, # the grid file
     if backend not in ('local', 'ray'): raise GridError(f"backend must be 'local' or 'ray', got {backend!r}")
     if not isinstance(workers, int) or workers < 1: raise GridError(f"workers must be an integer at least 1, got {workers!r}")
     grid = load_grid(grid_path)
-    root = grid_root(runs_dir, grid.name)
-    say = (lambda m: print(m, flush=True)) if echo else (lambda m: None)
+    root, say = grid_root(runs_dir, grid.name), (lambda m: print(m, flush=True)) if echo else (lambda m: None)
     units = plan(grid, runs_dir, max_group)
     if backend == 'local' and not dry_run: check_devices(grid, [u for u in units if needs_work(u, retry_failed)])
     _clean_stale(root)
-    todo = [u for u in units if needs_work(u, retry_failed)]
-    n_runs = len(grid.runs)
-    status = grid_status(grid, runs_dir)
-    say(f"{grid.name}: {n_runs} runs in {len(units)} units; done {len(status['done'])}, failed {len(status['failed'])}, "
+    todo, status = [u for u in units if needs_work(u, retry_failed)], grid_status(grid, runs_dir)
+    say(f"{grid.name}: {len(grid.runs)} runs in {len(units)} units; done {len(status['done'])}, failed {len(status['failed'])}, "
         f"corrupt {len(status['corrupt'])} (trained again), "
         f"to run: {sum(len(u.runs) for u in todo)} runs in {len(todo)} units ({backend}, {workers} worker(s))")
     if dry_run:
@@ -569,68 +657,13 @@ def sweep(grid_path:str|Path, # the grid file
         say(cost_text(grid_cost(grid, todo), grid_results_dir(grid)))
         return status
     root.mkdir(parents=True, exist_ok=True)
-    work = root / '_work' / f'{socket.gethostname()}-{os.getpid()}'     # this sweeper's own scratch folder
-    t0, done_runs = time.time(), 0
-    def report(u, result, i):
-        nonlocal done_runs
-        done_runs += len(u.runs)
-        if result is None:
-            say(f"[{i}/{len(todo)}] unit {u.uid}: held by another sweeper, left to it"); return
-        st = grid_status(grid, runs_dir)
-        el = time.time() - t0
-        eta = el / done_runs * (sum(len(x.runs) for x in todo) - done_runs)
-        say(f"[{i}/{len(todo)}] unit {u.uid}: {sum(1 for s in result.values() if s == 'done')}/{len(u.runs)} done | grid: done "
-            f"{len(st['done'])}, failed {len(st['failed'])}, pending {len(st['pending'])} | {el:.0f} s elapsed, ETA {eta:.0f} s")
-    if backend == 'local':
-        n_gpu = _gpu_count()
-        gpu_units = any(u.gpu for u in todo)
-        if gpu_units and n_gpu > 1: workers = n_gpu
-        threads = unit_threads(workers)
-        q = None
-        if gpu_units and n_gpu > 1:
-            import multiprocessing as mp
-            q = mp.get_context('spawn').Queue()
-            for g in range(n_gpu): q.put(g)
-        run_pool([(run_claimed, (str(grid.template), u, str(work), threads, str(root), retry_failed), u) for u in todo],
-                 workers, (q, threads), report, [work], [root], say)
-    else:
-        import ray
-        if not ray.is_initialized():
-            host = (address or '').rsplit(':', 1)[0]
-            local = {'_node_ip_address': '127.0.0.1'} if host in ('127.0.0.1', 'localhost') or host.startswith('127.') else {}
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True, **local)
-        threads = 1
-        task = ray.remote(_ray_task)
-        tb = grid.template.read_bytes()
-        mine, i = [], 0
-        for u in todo:                            # the driver claims what it submits
-            if claim(claim_path(root, u)): mine.append(u); journal(root, 'start', unit=u.uid, runs=[it['run_id'] for it in u.runs])
-            else: i += 1; report(u, None, i)
-        refs = {task.options(num_cpus=threads, num_gpus=1 if u.gpu else 0).remote(grid.template.name, tb, u, threads): u for u in mine}
-        pending = list(refs)
-        try:
-            with _signals_raise():
-                while pending:
-                    ready, pending = ray.wait(pending, num_returns=1, timeout=PROGRESS_EVERY_S)
-                    if not ready: continue
-                    u = refs[ready[0]]
-                    _write_files(root, ray.get(ready[0]))
-                    i += 1
-                    states = {it['run_id']: run_status(it['out_dir'], it['run_id'])[0] for it in u.runs}
-                    journal(root, 'finish', unit=u.uid, runs=list(states), states=states)
-                    release(claim_path(root, u))
-                    report(u, states, i)
-        except _Signal as e:
-            for r in pending: ray.cancel(r, force=True)
-            raise SweepInterrupted(e.signum, i, len(pending)) from None
-        finally:
-            for u in mine: release(claim_path(root, u))
-    shutil.rmtree(work, ignore_errors=True)
-    status = grid_status(grid, runs_dir)
-    elsewhere = held_elsewhere(root, units)
+    progress = _Progress(grid, todo, runs_dir, say)
+    if backend == 'local': _sweep_local(grid, todo, workers, root, retry_failed, progress)
+    else: _sweep_ray(grid, todo, address, root, progress)
+    status, elsewhere = grid_status(grid, runs_dir), held_elsewhere(root, units)
     status['elsewhere'] = [it['run_id'] for u in elsewhere for it in u.runs]
     say(f"{grid.name}: done {len(status['done'])}, failed {len(status['failed'])}, pending {len(status['pending'])} "
-        f"in {time.time() - t0:.1f} s" + (f"; {len(status['elsewhere'])} runs in {len(elsewhere)} units are being trained by another sweeper" if elsewhere else ''))
+        f"in {time.time() - progress.t0:.1f} s" + (f"; {len(status['elsewhere'])} runs in {len(elsewhere)} units are being trained by another sweeper" if elsewhere else ''))
     return status
 
 # %% ../nbs/11_sweep.ipynb #08a3d7a6
@@ -646,6 +679,21 @@ def unit_cost(grid:Grid, unit:Unit) -> float:
     teachers = {it['teacher_dir'] for it in unit.runs if 'teacher_dir' in it}
     return total * (1 + len(teachers) / len(unit.runs)) if teachers else total
 
+# %% ../nbs/11_sweep.ipynb #08a3d7a6-1
+def _pooled_units(grids:list, runs_dir:str|Path, max_group:int, say) -> list:
+    "[(cost, grid, run root, unit)] of every unit of these grids that needs work, the most expensive first."
+    todo = []
+    for g in grids:
+        root = grid_root(runs_dir, g.name)
+        _clean_stale(root)
+        units = [u for u in plan(g, runs_dir, max_group) if needs_work(u)]
+        if any(u.gpu for u in units): raise ValueError(f"{g.name}: GPU units are run with `lsnoise sweep`, one grid at a time")
+        root.mkdir(parents=True, exist_ok=True)
+        todo += [(unit_cost(g, u), g, root, u) for u in units]
+        say(f"{g.name}: {len(g.runs)} runs; to run: {sum(len(u.runs) for u in units)} runs in {len(units)} units")
+    return sorted(todo, key=lambda t: -t[0])
+
+# %% ../nbs/11_sweep.ipynb #08a3d7a6-2
 def sweep_grids(grid_paths:list, # grid files, run together
                 workers:int=1, # parallel units
                 runs_dir:str|Path='runs', # where run folders go
@@ -656,32 +704,21 @@ def sweep_grids(grid_paths:list, # grid files, run together
     if not isinstance(workers, int) or workers < 1: raise GridError(f"workers must be an integer at least 1, got {workers!r}")
     say = (lambda m: print(m, flush=True)) if echo else (lambda m: None)
     grids = [g if isinstance(g, Grid) else load_grid(g) for g in grid_paths]
-    todo = []
-    for g in grids:
-        root = grid_root(runs_dir, g.name)
-        _clean_stale(root)
-        units = [u for u in plan(g, runs_dir, max_group) if needs_work(u)]
-        if any(u.gpu for u in units): raise ValueError(f"{g.name}: GPU units are run with `lsnoise sweep`, one grid at a time")
-        root.mkdir(parents=True, exist_ok=True)
-        todo += [(unit_cost(g, u), g, root, u) for u in units]
-        say(f"{g.name}: {len(g.runs)} runs; to run: {sum(len(u.runs) for u in units)} runs in {len(units)} units")
-    todo.sort(key=lambda t: -t[0])
+    todo = _pooled_units(grids, runs_dir, max_group, say)
     t0, left = time.time(), sum(c for c, *_ in todo)
-    total = max(left, 1)
+    total, threads, work = max(left, 1), unit_threads(workers), lambda root: root / '_work' / f'{socket.gethostname()}-{os.getpid()}'
+    def done(tag, result, i):
+        nonlocal left
+        c, g, u = tag; left -= c
+        held = ' (held by another sweeper, left to it)' if result is None else f": {sum(1 for s in result.values() if s == 'done')}/{len(u.runs)} done"
+        say(f"[{i}/{len(todo)}] {g.name} unit {u.uid}{held} | {time.time() - t0:.0f} s elapsed, {left / total:.0%} of the work left")
     if todo:
-        threads = unit_threads(workers)
-        work = lambda root: root / '_work' / f'{socket.gethostname()}-{os.getpid()}'
-        def done(tag, result, i):
-            nonlocal left
-            c, g, u = tag; left -= c
-            held = ' (held by another sweeper, left to it)' if result is None else f": {sum(1 for s in result.values() if s == 'done')}/{len(u.runs)} done"
-            say(f"[{i}/{len(todo)}] {g.name} unit {u.uid}{held} | {time.time() - t0:.0f} s elapsed, {left / total:.0%} of the work left")
         roots = list({str(root): root for _, _, root, _ in todo}.values())
         run_pool([(run_claimed, (str(g.template), u, str(work(root)), threads, str(root), False), (c, g, u)) for c, g, root, u in todo],
                  workers, (None, threads), done, [work(r) for r in roots], roots, say)
     out = {}
     for g in grids:
-        shutil.rmtree(Path(runs_dir) / g.name / '_work' / f'{socket.gethostname()}-{os.getpid()}', ignore_errors=True)
+        shutil.rmtree(work(Path(runs_dir) / g.name), ignore_errors=True)
         out[g.name] = grid_status(g, runs_dir)
         say(f"{g.name}: done {len(out[g.name]['done'])}, failed {len(out[g.name]['failed'])}, pending {len(out[g.name]['pending'])}")
     say(f"{len(grids)} grids in {time.time() - t0:.1f} s")
@@ -735,6 +772,7 @@ def retrain_unit(grid:Grid, unit:Unit, runs_dir:str|Path,
     finally: torch.set_num_threads(before)
     return collect_runs(Path(runs_dir) / grid.name, [it['run_id'] for it in unit.runs], grid.name)[0]
 
+# %% ../nbs/11_sweep.ipynb #d8e9f0a2-1
 def _train_unit(grid, specs, outs):
     if grid.kind == 'train':
         from lsnoise.train import train_group

@@ -128,6 +128,7 @@ def bayes_direction(mu=(1.0, 1.0), cov=((1.0, 0.0), (0.0, 0.25))) -> np.ndarray:
     "Normal vector w* = 2 Sigma^-1 mu of the Bayes boundary (which passes through the origin)."
     return 2 * np.linalg.solve(np.asarray(cov), np.asarray(mu))
 
+# %% ../nbs/04_theory.ipynb #bfac7362-1
 def fit_linear_logistic(X, y, alpha:float=0.0, max_iter:int=500):
     "Two-class softmax regression with intercept, trained with LS(alpha) to convergence; returns (w, b) of the logit gap."
     Xt, yt = torch.as_tensor(np.asarray(X, dtype=np.float64)), torch.as_tensor(np.asarray(y)).long()

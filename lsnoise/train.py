@@ -30,6 +30,7 @@ def group_key(cfg:TrainConfig|dict) -> tuple:
 
 def _estimated(c) -> bool: return c.method in ('fc', 'bc') and c.T_source == 'estimated'
 
+# %% ../nbs/08_train.ipynb #35e99385-1
 def group_configs(cfgs:list, max_size:int=MAX_GROUP, max_pack:int=1) -> list:
     "Partition configs into lists of indices that can train together (at most `max_size` each, `max_pack` for ResNets; a group split into equal parts)."
     groups, order = {}, []
@@ -60,6 +61,7 @@ def method_T(cfg:TrainConfig, num_classes:int, T_est=None, noise_info:dict|None=
     if T_est is None: raise ValueError("T_source='estimated' needs the estimated T")
     return check_transition(T_est, num_classes, name='estimated T')
 
+# %% ../nbs/08_train.ipynb #45f77b3d-1
 def run_loss(cfg:TrainConfig, num_classes:int, T=None, noise_info:dict|None=None) -> RunLoss:
     "What a run of `cfg` minimises (a singular T for bc is a ValueError, before anything trains)."
     if cfg.method in ('ce', 'ls'): return RunLoss(M=ls_matrix(num_classes, cfg.alpha if cfg.method == 'ls' else 0.0), clip=cfg.clip)
