@@ -304,9 +304,11 @@ def _cmd_noise_export(args):
     return 0
 
 def _cmd_docs(args):
-    from lsnoise.docs import build_site, DocsBuildError
-    try: build_site(args.root, args.out, mathjax=args.mathjax, workers=args.workers, force=args.force, only=args.only or None,
-                    committed=REPRODUCE_NOTEBOOKS)        # the narrative notebooks: their committed outputs, which `reproduce` makes
+    from lsnoise.docs import build_site, keep_library_outputs, DocsBuildError
+    try:
+        if args.keep_outputs: keep_library_outputs(args.root, REPRODUCE_NOTEBOOKS, args.workers); return 0
+        build_site(args.root, args.out, mathjax=args.mathjax, workers=args.workers, force=args.force, only=args.only or None,
+                   committed=REPRODUCE_NOTEBOOKS)         # the narrative notebooks: their committed outputs, which `reproduce` makes
     except (DocsBuildError, ValueError, FileNotFoundError) as e:
         print(f"lsnoise docs: {e}", file=sys.stderr); return 1
     return 0
@@ -383,6 +385,8 @@ def _tool_commands(sub):
     dc.add_argument('--workers', type=_workers, default=2, help='notebooks executed in parallel (default: 2)')
     dc.add_argument('--force', action='store_true', help='re-execute every notebook, ignoring the cache in ROOT/_build')
     dc.add_argument('--only', nargs='*', metavar='PAGE', help='build only these pages (and the home page), e.g. theory noise')
+    dc.add_argument('--keep-outputs', action='store_true',
+                    help="execute the library notebooks (cached) and commit their examples' outputs into nbs/; builds no site")
     dc.set_defaults(func=_cmd_docs)
     r = sub.add_parser('readme', help='render README.md from nbs/index.ipynb')
     r.add_argument('--check', action='store_true', help='only check that README.md is up to date (exit 1 if not)')

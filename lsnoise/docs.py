@@ -9,12 +9,13 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 from fastcore.basics import patch
-from .core import atomic_write
+from .core import atomic_write, environment, numeric_differences
 
 # %% auto #0
 __all__ = ['SECTIONS', 'MATHJAX_VERSION', 'MATHJAX_CDN', 'CSS', 'SITE_MARKER', 'page_name', 'site_sections', 'site_notebooks',
            'split_title_cell', 'process_notebook', 'execution_key', 'slugify', 'Normaliser', 'local_mathjax', 'conf_py',
-           'toctree', 'DocsBuildError', 'build_site', 'execute_notebooks', 'check_site_folder']
+           'toctree', 'DocsBuildError', 'build_site', 'execute_notebooks', 'output_cells', 'outputs_environment',
+           'keep_outputs', 'stale_outputs', 'library_notebooks', 'keep_library_outputs', 'check_site_folder']
 
 # %% ../nbs/14_docs.ipynb #484da795
 SECTIONS = [('Foundations', r'0[0-3][a-z]?_'), ('Theory', r'04[a-z]?_'), ('Training and experiments', r'(0[5-9]|1\d)[a-z]?_'),
@@ -174,6 +175,8 @@ class Normaliser:
         if target in self.page_set: return self._rel(page, target) + '.ipynb' + (f'#{anchor}' if anchor else '')
         return f"{self.doc_url}/{target}.html" + (f'#{anchor}' if anchor else '')
 
+    def _md(self, text:str) -> dict: return {'cell_type': 'markdown', 'metadata': {}, 'source': text}
+
 # %% ../nbs/14_docs.ipynb #8e5634b6-2
 @patch
 def link(self:Normaliser, page:str, url:str) -> str:
@@ -269,9 +272,6 @@ def notebook(self:Normaliser, nb:dict, rel:str) -> dict:
                          'language_info': {'name': 'python'}}}
 
 # %% ../nbs/14_docs.ipynb #8e5634b6-6
-@patch
-def _md(self:Normaliser, text:str) -> dict: return {'cell_type': 'markdown', 'metadata': {}, 'source': text}
-
 @patch
 def _output(self:Normaliser, page:str, o:dict) -> dict:
     "A copy of one output with its markdown normalised and no execution count."
@@ -515,6 +515,59 @@ def execute_notebooks(root:Path, # the repository (settings.ini, lsnoise/, resul
                 say(f"[docs] {i}/{len(runs)} executed {name} ({secs:.1f} s)")
     if failures: raise DocsBuildError("notebooks failed to execute; nothing was published:\n" + '\n\n'.join(failures))
     return executed, len(todo)
+
+# %% ../nbs/14_docs.ipynb #o-1
+def output_cells(nb:dict) -> dict:
+    "{cell id: outputs} of the code cells of a notebook that show something, the exported, API-entry and `varies` cells excepted."
+    skip = lambda c: (re.match(r'\s*#\|\s*export', ''.join(c['source'])) or re.search(r'^show_doc\(', ''.join(c['source']), re.M)
+                      or 'varies' in c.get('metadata', {}).get('tags', []))
+    return {c['id']: c['outputs'] for c in nb['cells'] if c['cell_type'] == 'code' and c.get('id') and c.get('outputs') and not skip(c)}
+
+def outputs_environment() -> dict:
+    "What decides the numbers a notebook prints: torch, numpy and the kernel path (see `core.numeric_differences`)."
+    env = environment()
+    return {k: env[k] for k in ('torch', 'numpy', 'kernel_path')}
+
+# %% ../nbs/14_docs.ipynb #o-2
+def keep_outputs(src:Path, executed:dict) -> bool:
+    "Write the shown outputs of the executed copy into the source notebook `src` (cells matched by id), with the environment; True if it changed."
+    before = json.loads(src.read_text(encoding='utf-8'))
+    nb, shown = json.loads(json.dumps(before)), output_cells(executed)
+    tags = {c.get('id'): c.get('metadata', {}).get('tags', []) for c in nb['cells']}
+    for c in nb['cells']:
+        if c['cell_type'] == 'code' and not re.match(r'\s*#\|\s*export', ''.join(c['source'])):
+            c['outputs'] = [] if 'varies' in tags[c.get('id')] else shown.get(c.get('id'), [])
+            c['execution_count'] = None
+    nb['metadata']['lsnoise'] = {'outputs_environment': outputs_environment()}
+    if nb == before: return False
+    text = json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + '\n'      # as nbdev_clean writes it
+    atomic_write(src, lambda t: t.write_text(text, encoding='utf-8'))
+    return True
+
+def stale_outputs(src:Path, executed:dict) -> list:
+    "The cells of `src` whose committed outputs are not the executed copy's ('id: why'); where the environment differs from the recorded one, presence only."
+    nb = json.loads(src.read_text(encoding='utf-8'))
+    kept, shown = output_cells(nb), output_cells(executed)
+    recorded = (nb['metadata'].get('lsnoise') or {}).get('outputs_environment')
+    exact = recorded is not None and not numeric_differences(recorded)
+    bad = [f"{i}: shows output that is not committed" for i in shown if i not in kept]
+    bad += [f"{i}: commits output that the cell no longer shows" for i in kept if i not in shown]
+    return bad + [f"{i}: its committed output is not this run's" for i in kept if i in shown and exact and kept[i] != shown[i]]
+
+# %% ../nbs/14_docs.ipynb #o-4
+def library_notebooks(nbs:Path, committed:tuple=()) -> list:
+    "The site's notebooks whose outputs `keep_outputs` commits: all but the narrative ones (`committed`) and the templates."
+    return [p for p in site_notebooks(nbs) if p.stem not in committed and 'experiments' not in p.relative_to(nbs).parts]
+
+def keep_library_outputs(root:str|Path='.', committed:tuple=(), workers:int=2, say=print) -> list:
+    "Execute the library notebooks (or read them from the cache) and commit their shown outputs; return the notebooks that changed."
+    root = Path(root).resolve()
+    nbs = root / _read_settings(root).get('nbs_path', 'nbs')
+    notebooks = library_notebooks(nbs, committed)
+    executed, _ = execute_notebooks(root, notebooks, root / '_build', workers, committed=committed, say=say)
+    changed = [p for p in notebooks if keep_outputs(p, executed[p.relative_to(nbs).as_posix()])]
+    say(f"[docs] outputs of {len(notebooks)} library notebooks: {len(changed)} written ({', '.join(p.name for p in changed) or 'none changed'})")
+    return changed
 
 # %% ../nbs/14_docs.ipynb #a9b8c7d7
 SITE_MARKER = '.lsnoise-site'

@@ -43,8 +43,11 @@ def drop_checkpoints(*paths) -> None:
 def load_checkpoint(path:str|Path, # a checkpoint written by `engine.fit`
                     device='cpu') -> dict:
     "Read a checkpoint without running code from it (`weights_only=True`); a ValueError naming the file if it is not one."
-    import pickle
-    try: return torch.load(path, map_location=device, weights_only=True)
+    import pickle, warnings
+    try:
+        with warnings.catch_warnings():        # torch's note on a foreign file's pickle protocol: the refusal below says what matters
+            warnings.filterwarnings('ignore', message='Detected pickle protocol', category=UserWarning)
+            return torch.load(path, map_location=device, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as e:
         why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"{path}: not a checkpoint that lsnoise wrote, refused without running anything from it ({why[:160]}); "
