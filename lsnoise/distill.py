@@ -4,13 +4,12 @@
 
 # %% ../nbs/09_distill.ipynb #08d85daa
 from __future__ import annotations
-import json, math, time
+import json, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import torch
-import torch.nn.functional as F
-from .core import check_range, get_device, atomic_write_json
+from .core import get_device, atomic_write_json
 from .data import make_noisy_data
 from .models import build_model
 from .config import DistillConfig, split_distill, student_id, run_id
@@ -19,19 +18,7 @@ from .store import finished_record, write_record, load_model, run_status, check_
 from .train import train_group, group_configs, group_key, run_loss, method_T, make_record, predict
 
 # %% auto #0
-__all__ = ['soft_ce', 'Students', 'distill_group', 'distill']
-
-# %% ../nbs/09_distill.ipynb #1e00a5b0
-def soft_ce(logits:torch.Tensor, # (N, L) student logits
-            probs:torch.Tensor, # (N, L) teacher probabilities at temperature tau
-            tau:float=1.0, # temperature
-            reduction:str='mean',
-           ) -> torch.Tensor:
-    "Distillation loss H(probs, softmax(logits / tau)): cross-entropy of the tempered student against the teacher's probabilities."
-    tau = check_range('tau', tau, 0, math.inf, lo_open=True, hi_open=True)
-    if logits.shape != probs.shape: raise ValueError(f"probs must have the shape of logits {tuple(logits.shape)}, got {tuple(probs.shape)}")
-    loss = -(probs * F.log_softmax(logits / tau, 1)).sum(1)
-    return loss.mean() if reduction == 'mean' else loss.sum() if reduction == 'sum' else loss
+__all__ = ['Students', 'distill_group', 'distill']
 
 # %% ../nbs/09_distill.ipynb #7b8233de
 def _link_students(teacher_dir:Path, student_ids:list):

@@ -8,11 +8,9 @@ import math
 from pathlib import Path
 import numpy as np
 import torch
-import torch.nn.functional as F
 from .core import check_range, check_int, np_rng
 from .noise import transition_matrix, corrupt_labels
-from .smearing import ls_matrix, bc_matrix, bc_equivalent_alpha, smoothed_targets
-from .losses import ls_ce, backward_ce, forward_ce, smeared_ce
+from .losses import ls_ce, backward_ce, forward_ce
 
 # %% auto #0
 __all__ = ['save_figure', 'logistic_losses', 'logistic_losses_closed_form', 'expected_noisy_label', 'all_class_loss',

@@ -53,13 +53,12 @@ def true_T(cfg:TrainConfig, num_classes:int, noise_info:dict|None=None) -> np.nd
     T = np.asarray(noise_info['realised_T'], dtype=np.float64)
     return check_transition(T / T.sum(1, keepdims=True), num_classes, name='realised T')   # rows renormalised after the record's rounding
 
-def method_T(cfg:TrainConfig, num_classes:int, T_est=None, noise_info:dict|None=None) -> np.ndarray|None:
+def method_T(cfg:TrainConfig, num_classes:int, noise_info:dict|None=None) -> np.ndarray|None:
     "The transition matrix a method uses (None for ce and ls); `noise_info`: the data's noise record (for labels from a file)."
     if cfg.method in ('ce', 'ls'): return None
     if cfg.T_source == 'alpha': return transition_matrix('uniform', num_classes, cfg.alpha)
     if cfg.T_source == 'true': return true_T(cfg, num_classes, noise_info)
-    if T_est is None: raise ValueError("T_source='estimated' needs the estimated T")
-    return check_transition(T_est, num_classes, name='estimated T')
+    raise ValueError("T_source='estimated': the estimate is made by training (stage 1 of `train_group`), not read from the config")
 
 # %% ../nbs/08_train.ipynb #45f77b3d-1
 def run_loss(cfg:TrainConfig, num_classes:int, T=None, noise_info:dict|None=None) -> RunLoss:

@@ -217,9 +217,14 @@ def test_two_sweepers_share_one_grid(root, tmp_path):
     assert 'done 12, failed 0, pending 0, corrupt 0' in r.stdout
     assert not list((tmp_path / 'runs' / 'smoke' / '.claims').glob('*.claim'))   # every claim released
 
-def _free_port():
-    s = socket.socket(); s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]; s.close()
-    return port
+def _free_ports(n:int) -> list:
+    "n distinct free ports: every socket is held open until all are chosen (one at a time, the system may hand out one port twice)."
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks: s.bind(('127.0.0.1', 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks: s.close()
 
 def _ours(marker:str) -> list:
     "Processes whose command line mentions `marker` (this test's own Ray temporary folder)."
@@ -237,7 +242,7 @@ def test_ray_backend_matches_local(smoke, tmp_path):
     ray = BIN / 'ray'
     if not ray.exists(): pytest.skip('ray is not installed (pip install -e ".[dev]" installs it)')
     tmp = Path(tempfile.mkdtemp(prefix='lsr-', dir='/tmp'))      # short: Ray's socket paths must fit in 107 characters
-    port, *others = [_free_port() for _ in range(16)]
+    port, *others = _free_ports(16)
     names = ('node-manager-port', 'object-manager-port', 'dashboard-agent-grpc-port',
              'dashboard-agent-listen-port', 'metrics-export-port', 'runtime-env-agent-port')
     args = [str(ray), 'start', '--head', '--block', f'--temp-dir={tmp}', f'--port={port}', '--include-dashboard=false',
