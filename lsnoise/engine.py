@@ -24,7 +24,8 @@ from .config import TrainConfig
 __all__ = ['PROGRESS_FILE_ENV', 'PROGRESS_NOTE_S', 'COLLAPSE_SHARE', 'COLLAPSE_CHANCE', 'COLLAPSE_PATIENCE', 'CHECKPOINT_FORMAT',
            'SYNC_EVERY', 'init_model', 'RunLoss', 'loss_parts', 'GroupLoss', 'progress_bar', 'progress_note',
            'Progress', 'epochs_and_steps', 'optimiser', 'finite_or_none', 'summarise', 'Stop', 'finite_health',
-           'is_collapsed', 'health_check', 'evaluate_group', 'RunSet', 'check_labels', 'resume', 'train_step', 'fit']
+           'is_collapsed', 'health_check', 'evaluate_group', 'BestWeights', 'RunSet', 'check_labels', 'resume',
+           'train_step', 'fit']
 
 # %% ../nbs/07b_engine.ipynb #e0000001
 def init_model(cfg:TrainConfig, input_shape:tuple, num_classes:int) -> torch.nn.Module:
@@ -241,23 +242,34 @@ def evaluate_group(model, data:NoisyData, y_train:torch.Tensor, y_val:torch.Tens
     return [{'train/loss': train_loss[k], **rows[k], 'val/acc': va_[k]['val/acc'], 'val/nll': va_[k]['val/nll'],
              'val/top_class_share': share[k], **te_[k]} for k in range(len(rows))], te
 
+# %% ../nbs/07b_engine.ipynb #e0000012-bw
+class BestWeights:
+    "Each run's weights at its `best` evaluation so far (highest val/acc from epoch `best_from` on, earliest on ties), copied to the CPU."
+    def __init__(self, K:int, best_from:list):
+        self.best_from, self.val, self.weights = best_from, [None] * K, [None] * K
+    def offer(self, k:int, m:dict, layout:Layout):
+        "Keep run k's weights if evaluation `m` (just made, of the layout as it is now) is its best so far."
+        v = m.get('val/acc')
+        if v is None or m['epoch'] < self.best_from[k] or (self.val[k] is not None and v <= self.val[k]): return
+        self.val[k], self.weights[k] = v, {n: t.detach().to('cpu', copy=True) for n, t in layout.run(k).state_dict().items()}
+    def state(self) -> dict: return {'val': self.val, 'weights': self.weights}
+    def load(self, state:dict): self.val, self.weights = state['val'], state['weights']
+
 # %% ../nbs/07b_engine.ipynb #e0000013
 class RunSet:
     "The K runs of one `fit`: who is alive, why the others stopped, their histories, and the stopped runs' frozen weights."
     FIELDS = ('history', 'status', 'reason', 'stopped_at', 'test_logits')
-    def __init__(self, K:int, device):
-        self.K, self.alive, self.frozen = K, torch.ones(K, dtype=torch.bool, device=device), None
-        self.history, self.test_logits = [[] for _ in range(K)], [None] * K
-        self.status, self.reason, self.stopped_at = ['running'] * K, [None] * K, [None] * K
-        self._count()
+    def __init__(self, K:int, device, best_from:list|None=None, keep_best:bool=False):
+        self.K, self.alive, self.frozen, self.best_from = K, torch.ones(K, dtype=torch.bool, device=device), None, best_from or [1] * K
+        self.history, self.test_logits, self.best = [[] for _ in range(K)], [None] * K, BestWeights(K, self.best_from) if keep_best else None
+        self.status, self.reason, self.stopped_at = ['running'] * K, [None] * K, [None] * K; self._count()
     def _count(self): self.dead, self.n_alive = (~self.alive).nonzero().flatten(), int(self.alive.sum())
     def stop(self, ks:list, why:Stop, epoch:int, layout:Layout):
         "Stop the runs `ks` at `epoch` for `why`, and freeze their weights as they are now."
         for k in ks: self.status[k], self.reason[k], self.stopped_at[k] = why.status, why.reason, epoch
         self.alive[ks] = False; self._count()
         if self.K > 1: self.frozen = layout.snapshot()                # the others' frozen values are already in place
-    def hold(self, layout:Layout):
-        "Put the stopped runs back to their frozen weights (after every optimiser step of the others)."
+    def hold(self, layout:Layout):         # after every optimiser step of the others: the stopped runs back to their frozen weights
         if self.frozen is not None: layout.restore(self.frozen, self.dead)
     def check_finite(self, nonfinite:torch.Tensor, epoch:int, layout:Layout):
         "Stop the live runs whose training loss was not finite since the last check (one host sync), and reset the flags."
@@ -271,16 +283,18 @@ class RunSet:
             why = health(k, m, self.history[k])
             if why is None or why.keep:
                 self.history[k].append(finite_or_none(m)); self.test_logits[k] = test_logits[k].detach().to('cpu', copy=True)   # a copy: a view would keep the whole evaluation alive
+                if self.best is not None: self.best.offer(k, self.history[k][-1], layout)
             if why is not None: self.stop([k], why, epoch, layout)
-    def state(self) -> dict: return {**{f: getattr(self, f) for f in self.FIELDS}, 'alive': self.alive, 'frozen': self.frozen}
+    def state(self) -> dict: return {**{f: getattr(self, f) for f in self.FIELDS}, 'alive': self.alive, 'frozen': self.frozen, 'best': self.best and self.best.state()}
     def load(self, state:dict):
         for f in self.FIELDS: setattr(self, f, state[f])
         self.alive, self.frozen = state['alive'].to(self.alive.device), state['frozen']; self._count()
-    def results(self, best_from:list|None) -> list:
-        "Per run: history, status ('done' if it never stopped), reason, stopping epoch, last test logits, summaries."
+        if self.best is not None and state.get('best'): self.best.load(state['best'])
+    def results(self) -> list:
+        "Per run: history, status ('done' if it never stopped), reason, stopping epoch, last test logits, summaries (and `best_weights`, if kept)."
         return [{'history': self.history[k], 'status': 'done' if self.status[k] == 'running' else self.status[k], 'reason': self.reason[k],
-                 'stopped_at': self.stopped_at[k], 'test_logits': self.test_logits[k], **summarise(self.history[k], best_from[k] if best_from else 1)}
-                for k in range(self.K)]
+                 'stopped_at': self.stopped_at[k], 'test_logits': self.test_logits[k], **summarise(self.history[k], self.best_from[k]),
+                 **({'best_weights': self.best.weights[k]} if self.best else {})} for k in range(self.K)]
 
 # %% ../nbs/07b_engine.ipynb #c15d5dc5
 CHECKPOINT_FORMAT = 2   # a checkpoint of another format is ignored: the group trains from the start
@@ -333,6 +347,7 @@ def fit(cfg:TrainConfig, # resolved config: optimiser, schedule, batch size, see
         health=None, # health(k, metrics, history) -> Stop or None after each evaluation of a live run (None: `health_check`)
         best_from=None, # per run, the first epoch that `best` may select (e.g. after a warm-up); None: every epoch
         callbacks:tuple=(), # objects with an `epoch_start(epoch)` method, called before every epoch
+        keep_best:bool=False, # keep each run's weights at its `best` epoch, as runs[k]['best_weights'] (see `BestWeights`)
        ) -> dict:
     "Train K runs as one layout; return the layout and, per run, history, status, reason, summaries and test logits."
     dev, K = data.device, len(models)
@@ -342,7 +357,7 @@ def fit(cfg:TrainConfig, # resolved config: optimiser, schedule, batch size, see
     model = stack_models(models).to(dev, channels_last=amp and len(data.input_shape) == 3)
     opt, sched, epochs, steps = optimiser(cfg, model.parameters(), len(data.y_train))
     forward = torch.compile(model.__call__) if cfg.compile else model   # training steps only: evaluation stays eager, in float32
-    runs = RunSet(K, dev)
+    runs = RunSet(K, dev, best_from, keep_best)
     at = resume(ckpt, ident, model, opt, sched, runs); start = at['epoch']
     watch = Progress(desc, epochs, K, progress, start, runs.n_alive)
     for epoch in range(start, epochs):
@@ -368,5 +383,5 @@ def fit(cfg:TrainConfig, # resolved config: optimiser, schedule, batch size, see
                                    'state': {**at, 'ident': ident}, 'runs': runs.state()})
         if not runs.n_alive: break
     watch.close()
-    return {'model': model, 'runs': runs.results(best_from), 'epochs': epochs, 'steps': at['step'], 'planned_steps': steps,
+    return {'model': model, 'runs': runs.results(), 'epochs': epochs, 'steps': at['step'], 'planned_steps': steps,
             'resumed_from_epoch': start, 'device': str(dev)}
