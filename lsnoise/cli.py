@@ -393,6 +393,7 @@ def _tool_commands(sub):
     r.add_argument('--root', default='.', help='repository root (default: the current directory)')
     r.set_defaults(func=_cmd_readme)
 
+# %% ../nbs/12_cli.ipynb #c1a00030-1
 def build_parser() -> argparse.ArgumentParser:
     "The argument parser of the `lsnoise` command."
     p = argparse.ArgumentParser(prog='lsnoise', description='Does label smoothing mitigate label noise? Library, experiments and benchmarks.')

@@ -1,5 +1,5 @@
 "Repository hygiene: the README, CI, notebooks and the exported package agree with each other."
-import re, shutil, subprocess, sys
+import json, re, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 from lsnoise.cli import render_readme
@@ -50,3 +50,16 @@ def test_every_module_has_its_notebook(root):
         m = re.search(r'#\|\s*default_exp\s+(\w+)', nb.read_text())
         if m: exported.add(m.group(1))
     assert modules <= exported, f"modules without a source notebook: {modules - exported}"
+
+def test_exported_cells_in_the_house_style(root):
+    """Every exported cell holds at most two definitions and 40 lines; the one exception is the cell of the engine's
+    `fit`, the loop a reader follows top to bottom (its signature documents each parameter), at most 55."""
+    bad = []
+    for nb in sorted((root / 'nbs').rglob('*.ipynb')):
+        for c in json.loads(nb.read_text(encoding='utf-8'))['cells']:
+            src = ''.join(c['source'])
+            if c['cell_type'] != 'code' or not re.match(r'\s*#\|\s*export', src): continue
+            lines, defs = src.count('\n') + 1, len(re.findall(r'^(?:async def|def|class) ', src, re.M))
+            cap = 55 if re.search(r'^def fit\(', src, re.M) else 40
+            if lines > cap or defs > 2: bad.append(f"{nb.relative_to(root / 'nbs')}#{c.get('id')}: {lines} lines, {defs} definitions")
+    assert not bad, "exported cells to split (one idea per cell, its check beside it): " + '; '.join(bad)
