@@ -517,11 +517,17 @@ def execute_notebooks(root:Path, # the repository (settings.ini, lsnoise/, resul
     return executed, len(todo)
 
 # %% ../nbs/14_docs.ipynb #o-1
+def _exported(c:dict) -> bool: return bool(re.match(r'\s*#\|\s*export', ''.join(c['source'])))
+
+def _shows(c:dict) -> bool:
+    "A code cell whose outputs a notebook commits: not exported, not an API entry, not tagged `varies`."
+    return (c['cell_type'] == 'code' and not _exported(c) and not re.search(r'^show_doc\(', ''.join(c['source']), re.M)
+            and 'varies' not in c.get('metadata', {}).get('tags', []))
+
+# %% ../nbs/14_docs.ipynb #o-1b
 def output_cells(nb:dict) -> dict:
-    "{cell id: outputs} of the code cells of a notebook that show something, the exported, API-entry and `varies` cells excepted."
-    skip = lambda c: (re.match(r'\s*#\|\s*export', ''.join(c['source'])) or re.search(r'^show_doc\(', ''.join(c['source']), re.M)
-                      or 'varies' in c.get('metadata', {}).get('tags', []))
-    return {c['id']: c['outputs'] for c in nb['cells'] if c['cell_type'] == 'code' and c.get('id') and c.get('outputs') and not skip(c)}
+    "{cell id: outputs} of the code cells of a notebook that show something: not exported, not an API entry, not tagged `varies`."
+    return {c['id']: c['outputs'] for c in nb['cells'] if c.get('id') and c.get('outputs') and _shows(c)}
 
 def outputs_environment() -> dict:
     "What decides the numbers a notebook prints: torch, numpy and the kernel path (see `core.numeric_differences`)."
@@ -533,11 +539,8 @@ def keep_outputs(src:Path, executed:dict) -> bool:
     "Write the shown outputs of the executed copy into the source notebook `src` (cells matched by id), with the environment; True if it changed."
     before = json.loads(src.read_text(encoding='utf-8'))
     nb, shown = json.loads(json.dumps(before)), output_cells(executed)
-    tags = {c.get('id'): c.get('metadata', {}).get('tags', []) for c in nb['cells']}
     for c in nb['cells']:
-        if c['cell_type'] == 'code' and not re.match(r'\s*#\|\s*export', ''.join(c['source'])):
-            c['outputs'] = [] if 'varies' in tags[c.get('id')] else shown.get(c.get('id'), [])
-            c['execution_count'] = None
+        if c['cell_type'] == 'code' and not _exported(c): c['outputs'], c['execution_count'] = shown.get(c.get('id'), []) if _shows(c) else [], None
     nb['metadata']['lsnoise'] = {'outputs_environment': outputs_environment()}
     if nb == before: return False
     text = json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + '\n'      # as nbdev_clean writes it

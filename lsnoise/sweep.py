@@ -318,6 +318,10 @@ def unit_threads(workers:int) -> int:
     "Torch threads of each unit when `workers` units run at once on this machine: its cores shared out (part of what fixes float32 round-off)."
     return max(1, (os.cpu_count() or 1) // workers)
 
+def _work_dir(root:Path) -> Path:
+    "This sweeper's own scratch folder in a grid's run folder (where its units' notebooks and progress notes go)."
+    return Path(root) / '_work' / f'{socket.gethostname()}-{os.getpid()}'
+
 MALLOC_ENV = {'MALLOC_MMAP_THRESHOLD_': str(1 << 30), 'MALLOC_TRIM_THRESHOLD_': str(1 << 30), 'MALLOC_TOP_PAD_': str(1 << 28)}
 
 # %% ../nbs/11_sweep.ipynb #dd723533-1
@@ -585,7 +589,7 @@ class _Progress:
 # %% ../nbs/11_sweep.ipynb #373762ec-3
 def _sweep_local(grid:Grid, todo:list, workers:int, root:Path, retry_failed:bool, progress:_Progress):
     "The local backend: a pool of workers (one per GPU where the units want GPUs and there are several), each unit claimed."
-    work = root / '_work' / f'{socket.gethostname()}-{os.getpid()}'     # this sweeper's own scratch folder
+    work = _work_dir(root)
     n_gpu = _gpu_count()
     per_gpu = any(u.gpu for u in todo) and n_gpu > 1
     if per_gpu: workers = n_gpu
@@ -706,7 +710,7 @@ def sweep_grids(grid_paths:list, # grid files, run together
     grids = [g if isinstance(g, Grid) else load_grid(g) for g in grid_paths]
     todo = _pooled_units(grids, runs_dir, max_group, say)
     t0, left = time.time(), sum(c for c, *_ in todo)
-    total, threads, work = max(left, 1), unit_threads(workers), lambda root: root / '_work' / f'{socket.gethostname()}-{os.getpid()}'
+    total, threads = max(left, 1), unit_threads(workers)
     def done(tag, result, i):
         nonlocal left
         c, g, u = tag; left -= c
@@ -714,11 +718,11 @@ def sweep_grids(grid_paths:list, # grid files, run together
         say(f"[{i}/{len(todo)}] {g.name} unit {u.uid}{held} | {time.time() - t0:.0f} s elapsed, {left / total:.0%} of the work left")
     if todo:
         roots = list({str(root): root for _, _, root, _ in todo}.values())
-        run_pool([(run_claimed, (str(g.template), u, str(work(root)), threads, str(root), False), (c, g, u)) for c, g, root, u in todo],
-                 workers, (None, threads), done, [work(r) for r in roots], roots, say)
+        run_pool([(run_claimed, (str(g.template), u, str(_work_dir(root)), threads, str(root), False), (c, g, u)) for c, g, root, u in todo],
+                 workers, (None, threads), done, [_work_dir(r) for r in roots], roots, say)
     out = {}
     for g in grids:
-        shutil.rmtree(work(Path(runs_dir) / g.name), ignore_errors=True)
+        shutil.rmtree(_work_dir(Path(runs_dir) / g.name), ignore_errors=True)
         out[g.name] = grid_status(g, runs_dir)
         say(f"{g.name}: done {len(out[g.name]['done'])}, failed {len(out[g.name]['failed'])}, pending {len(out[g.name]['pending'])}")
     say(f"{len(grids)} grids in {time.time() - t0:.1f} s")

@@ -6,7 +6,7 @@ executed by tests/test_reproduce.py, which holds their committed outputs to a re
 docs they are shown with those outputs. The library notebooks are committed with their examples' outputs, which are
 held here to the executed copies: exactly in the recorded environment, elsewhere every shown output present."""
 from lsnoise.cli import REPRODUCE_NOTEBOOKS
-from lsnoise.docs import execute_notebooks, site_notebooks, library_notebooks, stale_outputs, numeric_differences
+from lsnoise.docs import execute_notebooks, site_notebooks, library_notebooks, stale_outputs
 
 def test_every_notebook_runs_and_its_committed_outputs_are_its_own(root, capsys):
     nbs = site_notebooks(root / 'nbs')
